@@ -1,0 +1,109 @@
+"""The Task contract (trusted code) and the task registry.
+
+A task describes one problem: how a candidate is called (`entrypoint`, `probe`, `stages`), how
+its returned data is judged (`score`, run outside the sandbox on plain data), what the LLM is told
+(`context`) and where evolution starts (`seed_program`). Bump `version` when scoring changes:
+the evaluation cache is keyed by task name + params + version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from evolution.types import StageResult
+
+
+@dataclass(frozen=True)
+class Resources:
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cascade stage: calls to make in the sandbox, limits, and the score needed to go on."""
+
+    name: str
+    inputs: list[dict[str, Any]]
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    threshold: float | None = None  # stop the cascade when combined_score is below this
+
+
+@dataclass(frozen=True)
+class FeatureDim:
+    """A MAP-Elites axis with fixed bin edges: `bins` equal bins over [lo, hi], clamped."""
+
+    name: str
+    lo: float
+    hi: float
+    bins: int = 10
+
+
+class Task(Protocol):
+    name: ClassVar[str]
+    version: ClassVar[int]
+    Params: ClassVar[type[BaseModel]]
+    entrypoint: ClassVar[str]
+    resources: ClassVar[Resources]
+    # Trusted source defining drive(module, inputs, seed) -> list, run in the sandbox; None = call entrypoint.
+    driver: ClassVar[str | None]
+
+    def seed_program(self, params: BaseModel) -> str: ...
+    def context(self, params: BaseModel) -> str: ...
+    def probe(self, params: BaseModel) -> list[dict[str, Any]]: ...
+    def stages(self, params: BaseModel) -> list[Stage]: ...
+    def score(self, params: BaseModel, stage: Stage, outputs: list[Any]) -> StageResult: ...
+    def feature_dims(self, params: BaseModel) -> list[FeatureDim]: ...
+
+
+def task_key(task: Task, params: BaseModel) -> str:
+    """Cache key: the same program under the same key always scores the same."""
+    blob = json.dumps(
+        {"task": task.name, "version": task.version, "params": params.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return f"{task.name}@{task.version}:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise KeyError(f"unknown task {name!r} (known: {known})") from None
+
+
+def all_tasks() -> dict[str, Task]:
+    _load_builtins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def parse_params(task: Task, raw: dict[str, Any]) -> BaseModel:
+    """Validate user params (strings from the CLI are coerced by Pydantic)."""
+    return task.Params.model_validate(raw)
+
+
+def _load_builtins() -> None:
+    import importlib
+
+    for mod in ("circle_packing", "matmul", "optimizer", "alpha_factors"):
+        try:
+            importlib.import_module(f"evaluators.{mod}")
+        except ModuleNotFoundError as exc:  # a task package not written yet
+            if exc.name != f"evaluators.{mod}":
+                raise
