@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from evolution.types import StageResult
+from evolution.types import FeatureDim, StageResult  # noqa: F401  (FeatureDim re-exported)
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,6 @@ class Stage:
     timeout_s: float = 10.0
     memory_mb: int = 1024
     threshold: float | None = None  # stop the cascade when combined_score is below this
-
-
-@dataclass(frozen=True)
-class FeatureDim:
-    """A MAP-Elites axis with fixed bin edges: `bins` equal bins over [lo, hi], clamped."""
-
-    name: str
-    lo: float
-    hi: float
-    bins: int = 10
 
 
 class Task(Protocol):

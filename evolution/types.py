@@ -20,6 +20,16 @@ EVAL_STATUSES = (OK, INVALID, ERROR, TIMEOUT, MEMORY, KILLED, REJECTED)
 
 
 @dataclass(frozen=True)
+class FeatureDim:
+    """A MAP-Elites axis with fixed bin edges: `bins` equal bins over [lo, hi], clamped."""
+
+    name: str
+    lo: float
+    hi: float
+    bins: int = 10
+
+
+@dataclass(frozen=True)
 class StageResult:
     """What a task's trusted `score()` says about one stage's outputs."""
 
@@ -54,6 +64,8 @@ class ProbeResult:
     functional_hash: str | None
     failure: EvalResult | None = None
     duration_s: float = 0.0
+    inputs: list[Any] = field(default_factory=list)   # the probe calls ...
+    outputs: list[Any] = field(default_factory=list)  # ... and what they returned (reused by stages)
 
 
 @dataclass(frozen=True)
