@@ -1,0 +1,152 @@
+"""Code and functional hashing: when are two programs "the same"?
+
+- `code_hash`: the same program text up to comments, docstrings and formatting. The code is
+  parsed and printed back with `ast.unparse`; text that does not parse falls back to a
+  whitespace-normalised form (so it still gets a stable, distinct hash).
+- `functional_hash`: the same outputs on a task's probe inputs. Outputs are canonicalised
+  (`canonicalize`) and hashed together with the task key (task name + params + version).
+
+`canonicalize` is injective on purpose: every non-JSON-native value is wrapped in a one-key
+tag object (`{"__float__": "NaN"}`, `{"__ndarray__": {...}}`, `{"__dict__": [[k, v], ...]}`), and
+plain dicts are always wrapped too, so a candidate cannot return a dict that imitates another
+program's array and borrow its cached score.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+SIGNIFICANT_DIGITS = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalised code
+# ---------------------------------------------------------------------------------------------
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str))
+
+
+class _DropDocstrings(ast.NodeTransformer):
+    def _strip(self, node: ast.AST) -> ast.AST:
+        self.generic_visit(node)
+        body = node.body  # type: ignore[attr-defined]
+        if body and _is_docstring(body[0]):
+            body = body[1:]
+            if not body and not isinstance(node, ast.Module):
+                body = [ast.Pass()]
+            node.body = body  # type: ignore[attr-defined]
+        return node
+
+    visit_Module = _strip
+    visit_ClassDef = _strip
+    visit_FunctionDef = _strip
+    visit_AsyncFunctionDef = _strip
+
+
+def _whitespace_normalised(code: str) -> str:
+    lines = code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
+def normalize_code(code: str) -> str:
+    """Canonical text of a program: no comments, no docstrings, `ast.unparse` formatting.
+
+    Code that does not parse is returned whitespace-normalised (trailing spaces and blank lines
+    dropped, line endings unified), prefixed with a marker so it never equals parsable code.
+    """
+    try:
+        tree = ast.parse(code)
+        tree = _DropDocstrings().visit(tree)
+        return ast.unparse(tree)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return "# unparsable\n" + _whitespace_normalised(code)
+
+
+def code_hash(code: str) -> str:
+    """sha256 hex of the normalised code."""
+    return hashlib.sha256(normalize_code(code).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical outputs
+# ---------------------------------------------------------------------------------------------
+
+def _canon_float(x: float) -> Any:
+    if math.isnan(x):
+        return {"__float__": "NaN"}
+    if math.isinf(x):
+        return {"__float__": "Infinity" if x > 0 else "-Infinity"}
+    r = float(f"{x:.{SIGNIFICANT_DIGITS - 1}e}")
+    if math.isinf(r):  # rounding up near the largest float must not create an infinity
+        r = x
+    return 0.0 if r == 0.0 else r  # -0.0 -> 0.0
+
+
+def _canon_array(arr: np.ndarray) -> dict:
+    kind = arr.dtype.kind
+    if kind == "u":  # unsigned and signed integers with equal values are the same data
+        kind = "i"
+    if kind in "biufc":
+        values = [canonicalize(v) for v in arr.ravel().tolist()]
+    else:  # strings, objects, ...: element by element
+        values = [canonicalize(v) for v in arr.ravel()]
+    return {"__ndarray__": {"kind": kind, "shape": list(arr.shape), "values": values}}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def canonicalize(value: Any) -> Any:
+    """A canonical, JSON-serialisable form of plain output data.
+
+    - bools stay bools and ints stay ints (numpy scalars become Python ones); ints and floats
+      are different types (`2` and `2.0` differ), which can only cost a cache hit, never fake one;
+    - floats are rounded to 10 significant digits, -0.0 becomes 0.0, NaN/inf become tagged strings;
+    - complex numbers: `{"__complex__": [re, im]}`; bytes: `{"__bytes__": hex}`;
+    - lists and tuples both become lists (the sandbox channel does not keep the difference);
+    - numpy arrays: `{"__ndarray__": {"kind", "shape", "values"}}` (kind "u" is merged into "i");
+    - dicts: `{"__dict__": [[key, value], ...]}` sorted by the key's canonical JSON.
+
+    Raises TypeError for anything else (sets, objects): outputs must be plain data.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _canon_float(float(value))
+    if isinstance(value, (complex, np.complexfloating)):
+        c = complex(value)
+        return {"__complex__": [_canon_float(c.real), _canon_float(c.imag)]}
+    if isinstance(value, (bytes, bytearray)):
+        return {"__bytes__": bytes(value).hex()}
+    if isinstance(value, np.ndarray):
+        return _canon_array(value)
+    if isinstance(value, (list, tuple)):
+        return [canonicalize(v) for v in value]
+    if isinstance(value, dict):
+        items = [(canonicalize(k), canonicalize(v)) for k, v in value.items()]
+        items.sort(key=lambda kv: _json(kv[0]))
+        return {"__dict__": [[k, v] for k, v in items]}
+    raise TypeError(f"cannot canonicalise output of type {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON of `canonicalize(value)`."""
+    return _json(canonicalize(value))
+
+
+def functional_hash(task_key: str, outputs: list) -> str:
+    """sha256 hex of the task key and the canonical outputs on the probe inputs."""
+    blob = _json({"task": task_key, "outputs": canonicalize(list(outputs))})
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
