@@ -14,6 +14,7 @@ program's array and borrow its cached score.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -33,21 +34,14 @@ def _is_docstring(stmt: ast.stmt) -> bool:
             and isinstance(stmt.value.value, str))
 
 
-class _DropDocstrings(ast.NodeTransformer):
-    def _strip(self, node: ast.AST) -> ast.AST:
-        self.generic_visit(node)
-        body = node.body  # type: ignore[attr-defined]
-        if body and _is_docstring(body[0]):
-            body = body[1:]
-            if not body and not isinstance(node, ast.Module):
-                body = [ast.Pass()]
-            node.body = body  # type: ignore[attr-defined]
-        return node
+_DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
-    visit_Module = _strip
-    visit_ClassDef = _strip
-    visit_FunctionDef = _strip
-    visit_AsyncFunctionDef = _strip
+
+def _drop_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        if isinstance(node, _DOC_OWNERS) and node.body and _is_docstring(node.body[0]):
+            node.body = node.body[1:] or ([] if isinstance(node, ast.Module) else [ast.Pass()])
+    return tree
 
 
 def _whitespace_normalised(code: str) -> str:
@@ -55,20 +49,23 @@ def _whitespace_normalised(code: str) -> str:
     return "\n".join(line.rstrip() for line in lines if line.strip())
 
 
+@functools.lru_cache(maxsize=512)
 def normalize_code(code: str) -> str:
     """Canonical text of a program: no comments, no docstrings, `ast.unparse` formatting.
 
     Code that does not parse is returned whitespace-normalised (trailing spaces and blank lines
     dropped, line endings unified), prefixed with a marker so it never equals parsable code.
+    Results are cached (parsing and unparsing dominate the cost; a step hashes a program twice).
     """
     try:
         tree = ast.parse(code)
-        tree = _DropDocstrings().visit(tree)
+        tree = _drop_docstrings(tree)
         return ast.unparse(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return "# unparsable\n" + _whitespace_normalised(code)
 
 
+@functools.lru_cache(maxsize=2048)
 def code_hash(code: str) -> str:
     """sha256 hex of the normalised code."""
     return hashlib.sha256(normalize_code(code).encode("utf-8", "surrogatepass")).hexdigest()
