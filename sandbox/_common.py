@@ -1,0 +1,180 @@
+"""Pieces shared by the runners: sandbox uids, limits, the filesystem view, result mapping."""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT, RunResult
+from sandbox.harness import OutputError, decode_outputs
+
+UID_BASE = 60000
+UID_COUNT = 1000
+LOCK_DIR = "/tmp/.evoforge-sandbox-uids"
+TAIL_BYTES = 64 * 1024
+SCRATCH_MB = 64
+NPROC = 64          # processes + threads of the sandbox uid
+NOFILE = 256
+FSIZE_MB = 32
+RESULT_CAP = 64 * 1024 * 1024 + 65536
+
+CLEAN_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float
+    memory_mb: int
+    cpu_s: int
+    nproc: int = NPROC
+    nofile: int = NOFILE
+    fsize_mb: int = FSIZE_MB
+    scratch_mb: int = SCRATCH_MB
+
+    @classmethod
+    def make(cls, timeout_s: float, memory_mb: int, **kw) -> "Limits":
+        return cls(timeout_s=float(timeout_s), memory_mb=int(memory_mb),
+                   cpu_s=int(math.ceil(timeout_s)) + 1, **kw)
+
+    def rlimits(self) -> dict:
+        return {"memory_mb": self.memory_mb, "cpu_s": self.cpu_s, "nproc": self.nproc,
+                "nofile": self.nofile, "fsize_mb": self.fsize_mb}
+
+
+class UidLease:
+    """An unprivileged uid used by exactly one run at a time, across all processes on the host.
+
+    Unique uids make RLIMIT_NPROC a per-run limit and keep concurrent candidates from signalling
+    or reading each other. Uniqueness is an exclusive flock on LOCK_DIR/<uid>.
+    """
+
+    _next = 0
+
+    def __init__(self, base: int = UID_BASE, count: int = UID_COUNT):
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+        start = UidLease._next
+        for i in range(count):
+            uid = base + (start + i) % count
+            fd = os.open(f"{LOCK_DIR}/{uid}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            UidLease._next = (start + i + 1) % count
+            self.uid, self._fd = uid, fd
+            return
+        raise RuntimeError(f"all {count} sandbox uids from {base} are in use")
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "UidLease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def python_dirs() -> list[str]:
+    """Directories the interpreter needs, read-only, for the candidate's filesystem view."""
+    dirs = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    # Only package directories from sys.path: never a script directory, the working directory
+    # or an editable checkout (that would expose the repository).
+    dirs += [p for p in sys.path if p and os.path.isabs(p)
+             and os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")]
+    exe = os.path.realpath(sys.executable)
+    dirs.append(os.path.dirname(os.path.dirname(exe)))
+    out: list[str] = []
+    for d in sorted({os.path.realpath(d) for d in dirs if os.path.isdir(d)}, key=len):
+        if d == "/" or any(d == o or d.startswith(o + "/") for o in out):
+            continue
+        out.append(d)
+    return out
+
+
+SYSTEM_DIRS = ["/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin"]
+ETC_FILES = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf",
+             "/etc/passwd", "/etc/group", "/etc/hosts", "/etc/os-release"]
+DEV_NODES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+_SIGNAL_HINTS = {"SIGSEGV": "segmentation fault", "SIGBUS": "bus error",
+                 "SIGABRT": "aborted", "SIGILL": "illegal instruction",
+                 "SIGFPE": "arithmetic fault", "SIGKILL": "killed"}
+
+
+def build_result(*, timed_out: bool, exit_kind: str, exit_value: int, cpu_s: float,
+                 limits: Limits, stdout: str, stderr: str, duration_s: float,
+                 raw: bytes, raw_oversize: bool = False) -> RunResult:
+    """Map what the supervisor observed plus the harness's response to one RunResult."""
+    def res(status: str, reason: str, outputs=None, err: str = stderr) -> RunResult:
+        return RunResult(status=status, outputs=outputs or [], stdout=stdout, stderr=err,
+                         duration_s=round(duration_s, 6), reason=reason)
+
+    if timed_out:
+        return res(TIMEOUT, f"wall-clock limit of {limits.timeout_s:g} s exceeded; "
+                            "the process tree was killed")
+    if exit_kind == "signal":
+        name = signal_name(exit_value)
+        if name == "SIGXCPU" or (name == "SIGKILL" and cpu_s >= limits.cpu_s - 0.05):
+            return res(TIMEOUT, f"CPU time limit of {limits.cpu_s} s exceeded")
+        hint = _SIGNAL_HINTS.get(name)
+        return res(KILLED, f"killed by {name}" + (f" ({hint})" if hint else ""))
+    if raw_oversize:
+        return res(ERROR, "the result exceeded the output size limit")
+    response = None
+    if raw and exit_value == 0:
+        try:
+            response = json.loads(raw)
+        except (ValueError, RecursionError):
+            return res(ERROR, "malformed result from the sandbox")
+    if not isinstance(response, dict) or response.get("status") not in (OK, ERROR, MEMORY):
+        if "MemoryError" in stderr[-2000:]:
+            return res(MEMORY, "memory limit exceeded")
+        if exit_kind == "code" and exit_value == 0:
+            return res(ERROR, "the program exited or closed its result channel "
+                              "without returning a result")
+        return res(ERROR, f"the process exited with code {exit_value} without a result")
+    status = response["status"]
+    reason = str(response.get("reason", ""))[:500]
+    if status != OK:
+        tb = str(response.get("traceback", ""))
+        err = (stderr + ("\n" if stderr and tb else "") + tb)[-TAIL_BYTES:]
+        return res(status, reason or status, err=err)
+    try:
+        outputs = decode_outputs(response.get("outputs"))
+    except (OutputError, RecursionError, TypeError, ValueError) as exc:
+        return res(ERROR, f"malformed outputs: {exc}")
+    return res(OK, "", outputs=outputs)
+
+
+def tail_text(buf: bytes | bytearray, truncated: bool) -> str:
+    text = bytes(buf).decode("utf-8", errors="replace")
+    return ("[...truncated...]\n" + text) if truncated else text

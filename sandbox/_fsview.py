@@ -1,0 +1,83 @@
+"""The candidate's filesystem: an empty read-only root with only what Python needs bound in.
+
+`enter_private_root()` must run in a process that already has its own mount namespace (and
+CAP_SYS_ADMIN there). It mounts a tmpfs, binds into it read-only/nosuid/nodev the system
+directories (/usr, /lib*, /bin, /sbin), a few /etc files, the interpreter's prefixes and
+sys.path entries, device nodes null/zero/full/random/urandom, empty /proc and /tmp mount
+points, then pivot_roots into it and detaches the old root. Nothing else of the host (home
+directories, /work, the repository, the database, other candidates' scratch) exists in the view.
+"""
+from __future__ import annotations
+
+import os
+
+from sandbox import _linux as L
+from sandbox._common import DEV_NODES, ETC_FILES, SYSTEM_DIRS, python_dirs
+
+# Any existing directory that holds nothing the view needs; the tmpfs over it is private to
+# our mount namespace and becomes "/" after pivot_root.
+ROOT_CANDIDATES = ("/sys", "/mnt", "/srv", "/media")
+
+
+def _mkdirs(root: str, path: str) -> str:
+    target = root + path
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    return target
+
+
+def _touch(root: str, path: str) -> str:
+    target = root + path
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if not os.path.exists(target):
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    return target
+
+
+def view_dirs() -> list[str]:
+    """Host directories bound read-only (symlinked top-level dirs such as /bin excluded)."""
+    dirs = []
+    for d in SYSTEM_DIRS + python_dirs():
+        if os.path.isdir(d) and not os.path.islink(d):
+            if not any(d.startswith(o + "/") for o in dirs):
+                dirs.append(d)
+    return dirs
+
+
+def _pick_root() -> str:
+    needed = view_dirs() + ETC_FILES + DEV_NODES
+    for cand in ROOT_CANDIDATES:
+        if os.path.isdir(cand) and not any(n.startswith(cand + "/") for n in needed):
+            return cand
+    raise OSError(f"no directory to build the sandbox root on (tried {ROOT_CANDIDATES})")
+
+
+def enter_private_root() -> None:
+    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    root = _pick_root()
+    L.mount("evoforge-root", root, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=0755,size=1m")
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            os.symlink(os.readlink(d), root + d)
+    for d in view_dirs():
+        if os.path.lexists(root + d):
+            continue
+        L.bind_ro(d, _mkdirs(root, d))
+    for f in ETC_FILES:
+        if os.path.isfile(f):
+            L.bind_ro(f, _touch(root, f))
+    for dev in DEV_NODES:
+        if os.path.exists(dev):
+            target = _touch(root, dev)
+            L.mount(dev, target, None, L.MS_BIND)
+            L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_NOSUID | L.MS_NOEXEC)
+    os.symlink("/proc/self/fd", root + "/dev/fd")
+    os.symlink("/tmp", root + "/dev/shm")
+    for d in ("/proc", "/tmp", "/.oldroot"):
+        os.makedirs(root + d, mode=0o755, exist_ok=True)
+    os.chmod(root + "/tmp", 0o1777)
+    os.chdir(root)
+    L.pivot_root(".", ".oldroot")
+    os.chdir("/")
+    L.umount2("/.oldroot", L.MNT_DETACH)
+    os.rmdir("/.oldroot")
+    L.mount(None, "/", None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV)
