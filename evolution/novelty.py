@@ -3,7 +3,7 @@
 A program is normalised (`hashing.normalize_code`: no comments, docstrings or formatting),
 tokenised (names, numbers, operators), cut into `shingle`-token windows, and each window hashed
 to 32 bits (blake2b, stable across processes). The signature is the minimum of `num_perm`
-universal hashes `(a*x + b) mod (2^61 - 1)` with a, b drawn from a fixed seed, so signatures are
+universal hashes `(a*x + b) mod (2^31 - 1)` with a, b drawn from a fixed seed, so signatures are
 comparable across workers and runs. The fraction of equal signature slots estimates the Jaccard
 similarity of the shingle sets.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from evolution.hashing import normalize_code
 
-_MERSENNE = np.uint64((1 << 61) - 1)
+_PRIME = (1 << 31) - 1  # Mersenne prime: a*x + b < 2^63, no uint64 overflow
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\d_]*\.?[\d_]*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|"
                     r"\*\*=?|//=?|<<=?|>>=?|[-+*/%&|^<>=!]=|->|\S")
 
@@ -60,13 +60,16 @@ class MinHasher:
         self.num_perm = num_perm
         self.shingle = shingle
         gen = np.random.default_rng(seed)
-        # a, b < 2^32 and x < 2^32: a*x + b < 2^64, no uint64 overflow
-        self.a = gen.integers(1, (1 << 32) - 1, size=num_perm, dtype=np.uint64)
-        self.b = gen.integers(0, (1 << 32) - 1, size=num_perm, dtype=np.uint64)
+        # a universal family over Z_p: x, a, b < p, so each (a*x + b) mod p is a proper
+        # random-like permutation (a, x up to 2^32 against a 2^61 prime would mostly keep the
+        # order of x and bias the estimate upwards)
+        self.a = gen.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
+        self.b = gen.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
 
     def signature(self, code: str) -> np.ndarray:
-        hashed = np.fromiter((_hash32(s) for s in shingles(code, self.shingle)), dtype=np.uint64)
-        values = (hashed[:, None] * self.a[None, :] + self.b[None, :]) % _MERSENNE
+        hashed = np.fromiter((_hash32(s) % _PRIME for s in shingles(code, self.shingle)),
+                             dtype=np.uint64)
+        values = (hashed[:, None] * self.a[None, :] + self.b[None, :]) % np.uint64(_PRIME)
         return values.min(axis=0)
 
     @staticmethod
