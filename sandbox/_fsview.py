@@ -51,7 +51,7 @@ def _pick_root() -> str:
     raise OSError(f"no directory to build the sandbox root on (tried {ROOT_CANDIDATES})")
 
 
-def enter_private_root() -> None:
+def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = ()) -> None:
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
     root = _pick_root()
     L.mount("evoforge-root", root, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=0755,size=1m")
@@ -70,6 +70,10 @@ def enter_private_root() -> None:
             target = _touch(root, dev)
             L.mount(dev, target, None, L.MS_BIND)
             L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_NOSUID | L.MS_NOEXEC)
+    for src, dst in rw_binds:
+        L.mount(src, _mkdirs(root, dst), None, L.MS_BIND)
+        L.mount(None, root + dst, None,
+                L.MS_BIND | L.MS_REMOUNT | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
     os.symlink("/proc/self/fd", root + "/dev/fd")
     os.symlink("/tmp", root + "/dev/shm")
     for d in ("/proc", "/tmp", "/.oldroot"):

@@ -304,6 +304,12 @@ def drop_privileges(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise RuntimeError("could not drop privileges")
+    try:  # setuid binaries can never regain privileges for this process tree
+        import ctypes
+
+        ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    except Exception:  # noqa: BLE001 - best effort outside Linux/glibc
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -322,8 +328,16 @@ def main(argv: list[str]) -> int:
     for key in ("EVOFORGE_LIMITS", "EVOFORGE_UID", "EVOFORGE_GID"):
         os.environ.pop(key, None)
     blob = dump_response(run_request(request))
-    out.write(blob)
-    out.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the candidate may have replaced or closed it
+            pass
+    try:
+        out.write(blob)
+        out.flush()
+    except OSError:
+        pass
     os._exit(0)  # no atexit handlers or lingering candidate threads
 
 
