@@ -1,0 +1,10 @@
+"""The `alpha_factors` task: evolve alpha(panel), a daily cross-sectional stock-selection signal.
+
+See docs/tasks/alpha_factors.md.
+"""
+from evaluators.alpha_factors.task import AlphaFactorsTask, AlphaParams
+from evaluators.base import register
+
+TASK = register(AlphaFactorsTask())
+
+__all__ = ["TASK", "AlphaFactorsTask", "AlphaParams"]
