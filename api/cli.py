@@ -1,0 +1,370 @@
+"""The `evoforge` command line."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DB_HELP = "Database URL (default: $EVOFORGE_DATABASE_URL, else SQLite under ~/.local/share/evoforge)."
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected k=v, got {pair!r}", param_hint="--param")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _sessions(db: str | None):
+    from db.engine import session_factory, upgrade
+
+    try:
+        upgrade(db)
+    except Exception as exc:
+        raise click.ClickException(f"cannot open database {db or '(default)'}: {exc}") from None
+    return session_factory(db)
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=str))
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """EvoForge: evolve programs with LLMs, sandboxed evaluators and a MAP-Elites database."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def tasks() -> None:
+    """List the registered tasks and their parameters."""
+    from evaluators.base import all_tasks
+
+    for name, task in all_tasks().items():
+        fields = ", ".join(f"{k}={f.default!r}" for k, f in task.Params.model_fields.items())
+        click.echo(f"{name:16s} v{task.version}  entrypoint {task.entrypoint}()  params: {fields}")
+
+
+def _llm_options(f):
+    f = click.option("--llm-base-url", help="OpenAI-compatible endpoint; without it the local AST mutator is used.")(f)
+    f = click.option("--model", "models", multiple=True, help="NAME[:WEIGHT], repeatable (a weighted ensemble).")(f)
+    f = click.option("--temperature", type=float, default=None)(f)
+    f = click.option("--max-tokens", type=int, default=None, help="Completion tokens per call.")(f)
+    f = click.option("--max-total-tokens", type=int, default=None, help="Token budget for the campaign.")(f)
+    f = click.option("--max-cost", type=float, default=None, help="Cost budget in USD.")(f)
+    f = click.option("--max-seconds", type=float, default=None, help="Wall-time budget.")(f)
+    f = click.option("--ideas/--no-ideas", default=False, help="Idea + review before code (AlphaResearch style).")(f)
+    return f
+
+
+def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas) -> dict[str, Any]:
+    from worker.spec import ModelSpec
+
+    if not llm_base_url:
+        if models:
+            raise click.UsageError("--model needs --llm-base-url")
+        return {"kind": "local"}
+    spec: dict[str, Any] = {"kind": "llm", "base_url": llm_base_url,
+                            "models": [ModelSpec.parse(m).model_dump() for m in models or ("default",)],
+                            "ideas": ideas}
+    if temperature is not None:
+        spec["temperature"] = temperature
+    if max_tokens is not None:
+        spec["max_tokens"] = max_tokens
+    return spec
+
+
+@main.command()
+@click.argument("task_name", metavar="TASK")
+@click.option("--param", "param_pairs", multiple=True, help="Task parameter k=v, repeatable.")
+@click.option("--iterations", type=click.IntRange(0, 10_000_000), default=100, show_default=True,
+              help="Mutations to evaluate (the seed program is evaluated first, in addition).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--islands", type=click.IntRange(1, 64), default=None)
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--program", type=click.Path(exists=True, dir_okay=False), help="Seed program file.")
+@click.option("--name", default="", help="Campaign name.")
+@click.option("--resume", "resume_id", type=int, default=None, help="Continue campaign ID's archive.")
+@click.option("--sandbox", type=click.Choice(["fork", "subprocess", "docker"]), default="fork", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@_llm_options
+def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program, name, resume_id,
+        sandbox, as_json, llm_base_url, models, temperature, max_tokens, max_total_tokens, max_cost,
+        max_seconds, ideas) -> None:
+    """Run (or resume) a discovery campaign on the embedded engine."""
+    from sqlalchemy import update
+
+    from db.models import Campaign
+    from worker.campaigns import SpecError, create_campaign
+    from worker.spec import CampaignSpec
+
+    sessions = _sessions(db)
+    if resume_id is not None:
+        with sessions.begin() as s:
+            c = s.get(Campaign, resume_id)
+            if c is None:
+                raise click.ClickException(f"campaign {resume_id} not found")
+            if c.task != task_name:
+                raise click.ClickException(f"campaign {resume_id} is a {c.task} campaign, not {task_name}")
+            s.execute(update(Campaign).where(Campaign.id == resume_id).values(
+                max_evaluations=c.evaluations + iterations + (1 if c.evaluations == 0 else 0),
+                status="running" if c.status != "running" else c.status, finished_at=None))
+        campaign_id = resume_id
+    else:
+        raw = {"task": task_name, "params": _params(param_pairs), "name": name, "seed": seed,
+               "parallel": parallel, "sandbox": sandbox,
+               "mutator": _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas),
+               "budget": {"max_evaluations": iterations + 1, "max_tokens": max_total_tokens,
+                          "max_cost_usd": max_cost, "max_seconds": max_seconds}}
+        if islands:
+            raw["archive"] = {"islands": islands}
+        if program:
+            raw["program"] = Path(program).read_text()
+        try:
+            spec = CampaignSpec.model_validate(raw)
+            campaign_id = create_campaign(sessions, spec).id
+        except SpecError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:
+            raise click.ClickException(f"invalid campaign: {exc}") from None
+    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
+    if as_json:
+        _emit_json(result)
+    else:
+        _print_summary(result)
+
+
+def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from db.models import Campaign
+    from worker.embedded import EmbeddedExecutor
+    from worker.runtime import close_sandboxes
+
+    console = Console(stderr=True)
+    with sessions() as s:
+        c = s.get(Campaign, campaign_id)
+        total, done = c.max_evaluations, c.evaluations
+    state = {"best": None, "hits": 0, "fail": 0}
+    progress = Progress(TextColumn("[bold]campaign {task.fields[cid]}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                        TextColumn("cache {task.fields[hits]}"), TextColumn("fail {task.fields[fail]}"),
+                        TimeElapsedColumn(), console=console, disable=quiet or not console.is_terminal,
+                        transient=False)
+    bar = progress.add_task("run", total=total, completed=done, cid=campaign_id, best="-", hits=0, fail=0)
+
+    def on_commit(_it, committed) -> None:
+        r = committed.result
+        if r.ok and r.score is not None and (state["best"] is None or r.score > state["best"]):
+            state["best"] = r.score
+        state["hits"] += committed.cache != "miss"
+        state["fail"] += not r.ok
+        progress.update(bar, advance=1, best=f"{state['best']:.6g}" if state["best"] is not None else "-",
+                        hits=state["hits"], fail=state["fail"])
+
+    executor = EmbeddedExecutor(sessions, campaign_id, parallel=parallel, on_commit=on_commit)
+    try:
+        with progress:
+            return executor.run()
+    finally:
+        close_sandboxes()
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    click.echo(f"campaign {r['campaign_id']} ({r['task']}) {r['status']}")
+    click.echo(f"  evaluations {r['evaluations']}  sandbox runs {r['sandbox_runs']}  cache hits "
+               f"{r['cache_hits']}  failures {r['failures']}  tokens {r['tokens']}  cost ${r['cost_usd']}")
+    click.echo(f"  seed score {r['seed_score']}  best score {r['best_score']}  (program {r['best_program_id']})")
+    if r.get("error"):
+        click.echo(f"  error: {r['error']}")
+    click.echo(f"  best program: evoforge best {r['campaign_id']} --out best.py")
+
+
+@main.command(name="eval")
+@click.argument("task_name", metavar="TASK")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--param", "param_pairs", multiple=True, help="Task parameter k=v, repeatable.")
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--sandbox", type=click.Choice(["fork", "subprocess", "docker"]), default="fork", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(task_name, file, param_pairs, db, sandbox, as_json) -> None:
+    """Evaluate one program file safely, with the evaluation cache."""
+    from evaluators.base import get_task, parse_params
+    from worker.evaluate import evaluate_program
+    from worker.runtime import close_sandboxes, shared_sandbox
+
+    try:
+        task = get_task(task_name)
+        params = parse_params(task, _params(param_pairs))
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise click.ClickException(f"invalid params: {exc}") from None
+    sessions = _sessions(db)
+    try:
+        out = evaluate_program(sessions, task, params, Path(file).read_text(),
+                               sandbox=shared_sandbox(sandbox))
+    finally:
+        close_sandboxes()
+    if as_json:
+        _emit_json(out)
+        return
+    click.echo(f"status {out['status']}  score {out['score']}  cache {out['cache']}")
+    for k, v in out["metrics"].items():
+        click.echo(f"  {k}: {v}")
+    if out.get("reason"):
+        click.echo(f"  reason: {out['reason']}")
+    click.echo(f"  code hash {out['code_hash'][:16]}  functional hash {(out['functional_hash'] or '-')[:16]}")
+
+
+@main.command()
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=50, show_default=True)
+def campaigns(db, as_json, limit) -> None:
+    """List campaigns, newest first."""
+    from sqlalchemy import select
+
+    from db.campaigns import summary
+    from db.models import Campaign
+
+    sessions = _sessions(db)
+    with sessions() as s:
+        rows = [summary(c) for c in s.scalars(select(Campaign).where(Campaign.name != "adhoc")
+                                              .order_by(Campaign.id.desc()).limit(limit))]
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['campaign_id']:5d}  {r['task']:15s} {r['status']:10s} evals {r['evaluations']:6d}  "
+                   f"best {r['best_score']}  seed {r['seed_score']}  {r['name']}")
+
+
+@main.command()
+@click.argument("campaign_id", type=int)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the program to this file.")
+@click.option("--db", default=None, help=DB_HELP)
+def best(campaign_id, out, db) -> None:
+    """Print (or save) the best program of a campaign."""
+    from db.models import Campaign, Program
+
+    sessions = _sessions(db)
+    with sessions() as s:
+        c = s.get(Campaign, campaign_id)
+        if c is None:
+            raise click.ClickException(f"campaign {campaign_id} not found")
+        if c.best_program_id is None:
+            raise click.ClickException(f"campaign {campaign_id} has no valid program yet")
+        code = s.get(Program, c.best_program_id).code
+    if out:
+        Path(out).write_text(code)
+        click.echo(f"wrote program {c.best_program_id} (score {c.best_score}) to {out}", err=True)
+    else:
+        click.echo(code)
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command()
+@click.option("--db", "url", default=None, help=DB_HELP)
+def upgrade(url) -> None:
+    """Apply all migrations."""
+    from db.engine import default_url, upgrade as do_upgrade
+
+    do_upgrade(url)
+    click.echo(f"database at head: {url or default_url()}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Bind address. Without API keys the server runs open only on loopback.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--broker-url", default=None,
+              help="Celery broker (default: $EVOFORGE_BROKER_URL); without one campaigns run in-process.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host, port, db, broker_url, log_level) -> None:
+    """Run the REST API (and dashboard) with uvicorn."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _sessions(db)  # fail early, with a clear message, on a bad database URL
+    app = create_app(db, broker_url=broker_url, bind_host=host)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+
+
+@main.group()
+def apikey() -> None:
+    """API keys (each belongs to a project)."""
+
+
+@apikey.command(name="create")
+@click.option("--project", required=True, help="Project name (created if needed).")
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def apikey_create(project, db, as_json) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from db.apikeys import create_key
+
+    sessions = _sessions(db)
+    try:
+        key, _pid = create_key(sessions, project)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json({"key": key, "project": project.strip()})
+    else:
+        click.echo(key)
+        click.echo(f"API key for project {project.strip()!r}; it is shown only now.", err=True)
+
+
+@apikey.command(name="list")
+@click.option("--project", default=None)
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def apikey_list(project, db, as_json) -> None:
+    """List keys (prefix only)."""
+    from db.apikeys import list_keys
+
+    rows = [{"id": k.id, "project": k.project, "prefix": k.prefix, "created_at": k.created_at,
+             "revoked": k.revoked} for k in list_keys(_sessions(db), project)]
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['id']:5d}  {r['prefix']}...  {r['project']:20s} "
+                   f"{'revoked' if r['revoked'] else 'active'}")
+
+
+@apikey.command(name="revoke")
+@click.argument("key_id", type=int)
+@click.option("--db", default=None, help=DB_HELP)
+def apikey_revoke(key_id, db) -> None:
+    """Revoke key KEY_ID (see `apikey list`)."""
+    from db.apikeys import revoke_key
+
+    if not revoke_key(_sessions(db), key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked key {key_id}")
+
+
+if __name__ == "__main__":
+    main()

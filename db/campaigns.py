@@ -1,0 +1,90 @@
+"""Campaign repository: create, reserve work, change status, summarise."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Campaign, Program
+
+ACTIVE = ("queued", "running")
+FINAL = ("completed", "cancelled", "failed")
+
+
+def reserve_iteration(sessions: sessionmaker[Session], campaign_id: int) -> int | None:
+    """Atomically claim the next iteration number (0 is the seed), or None when the evaluation
+    budget is spent or the campaign is not running. N workers can never overshoot the budget."""
+    with sessions.begin() as s:
+        row = s.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status == "running",
+                   (Campaign.max_evaluations.is_(None))
+                   | (Campaign.iterations_reserved < Campaign.max_evaluations))
+            .values(iterations_reserved=Campaign.iterations_reserved + 1)
+            .returning(Campaign.iterations_reserved)).first()
+        return None if row is None else row[0] - 1
+
+
+def budget_left(c: Campaign, now: datetime | None = None) -> str | None:
+    """The name of the first spent budget, or None while work may go on."""
+    budget = (c.config or {}).get("budget", {})
+    if c.max_evaluations is not None and c.evaluations >= c.max_evaluations:
+        return "max_evaluations"
+    if budget.get("max_tokens") and c.tokens >= budget["max_tokens"]:
+        return "max_tokens"
+    if budget.get("max_cost_usd") and c.cost_usd >= budget["max_cost_usd"]:
+        return "max_cost_usd"
+    if budget.get("max_seconds") and c.started_at is not None:
+        now = now or datetime.now(timezone.utc)
+        started = c.started_at if c.started_at.tzinfo else c.started_at.replace(tzinfo=timezone.utc)
+        if (now - started).total_seconds() >= budget["max_seconds"]:
+            return "max_seconds"
+    return None
+
+
+def set_status(sessions: sessionmaker[Session], campaign_id: int, status: str, *,
+               only_from: tuple[str, ...] | None = None, error: str = "") -> bool:
+    """Conditional status change; True when it happened."""
+    values: dict[str, Any] = {"status": status}
+    now = datetime.now(timezone.utc)
+    if status == "running":
+        values["finished_at"] = None
+    if status in FINAL:
+        values["finished_at"] = now
+    if error:
+        values["error"] = error[:2000]
+    with sessions.begin() as s:
+        q = update(Campaign).where(Campaign.id == campaign_id)
+        if only_from:
+            q = q.where(Campaign.status.in_(only_from))
+        ok = bool(s.execute(q.values(**values)).rowcount)
+        if ok and status == "running":
+            s.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.started_at.is_(None))
+                      .values(started_at=now))
+        return ok
+
+
+def missing_iterations(s: Session, campaign_id: int, reserved: int) -> list[int]:
+    """Reserved iteration numbers that never committed (a crash or Ctrl-C between the two)."""
+    done = set(s.scalars(select(Program.iteration).where(Program.campaign_id == campaign_id)))
+    return [i for i in range(reserved) if i not in done]
+
+
+def summary(c: Campaign) -> dict[str, Any]:
+    elapsed = None
+    if c.started_at is not None:
+        end = c.finished_at or datetime.now(timezone.utc)
+        start = c.started_at if c.started_at.tzinfo else c.started_at.replace(tzinfo=timezone.utc)
+        end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+        elapsed = max(0.0, (end - start).total_seconds())
+    return {
+        "campaign_id": c.id, "name": c.name, "task": c.task, "params": c.params, "status": c.status,
+        "seed": c.seed, "evaluations": c.evaluations, "max_evaluations": c.max_evaluations,
+        "best_score": c.best_score, "seed_score": c.seed_score, "best_program_id": c.best_program_id,
+        "cache_hits": c.cache_hits, "evaluations_saved": c.cache_hits, "sandbox_runs": c.sandbox_runs,
+        "failures": c.failures, "rejected": c.rejected, "tokens": c.tokens,
+        "cost_usd": round(c.cost_usd, 6), "elapsed_s": None if elapsed is None else round(elapsed, 3),
+        "error": c.error or None,
+    }

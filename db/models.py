@@ -1,0 +1,152 @@
+"""SQLAlchemy 2.0 models: the database of every program ever tried.
+
+Counters on `Campaign` are updated in the same transaction as the rows they count, so they are
+never out of step. `Program.iteration` is unique per campaign: a redelivered task that redoes an
+iteration cannot insert it twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)       # shown in listings
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)   # sha256 of the full key
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Campaign(Base):
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"),
+                                                   index=True, nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    task: Mapped[str] = mapped_column(String(100), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    task_key: Mapped[str] = mapped_column(String(120), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    parallel: Mapped[int] = mapped_column(Integer, default=1)
+    islands: Mapped[int] = mapped_column(Integer, default=4)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # mutator, archive, budget, schedule
+    seed_program: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Budget accounting. `iterations_reserved` is advanced atomically before an iteration starts.
+    max_evaluations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    iterations_reserved: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_reserved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # Counters, updated with each committed iteration.
+    evaluations: Mapped[int] = mapped_column(Integer, default=0)
+    sandbox_runs: Mapped[int] = mapped_column(Integer, default=0)
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_program_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Program(Base):
+    __tablename__ = "program"
+    __table_args__ = (UniqueConstraint("campaign_id", "iteration", name="uq_program_iteration"),
+                      Index("ix_program_campaign_score", "campaign_id", "score"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("program.id", ondelete="SET NULL"),
+                                                  nullable=True, index=True)
+    island: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(40), default="")        # how it was made
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Denormalised from the evaluation for fast sorting and listing.
+    status: Mapped[str] = mapped_column(String(20), default="")
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    evaluation: Mapped["Evaluation"] = relationship(back_populates="program", uselist=False,
+                                                    cascade="all, delete-orphan")
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("program.id", ondelete="CASCADE"), unique=True)
+    task_key: Mapped[str] = mapped_column(String(120), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifacts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    functional_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cache: Mapped[str] = mapped_column(String(12), default="miss")   # miss, code, functional
+    source_evaluation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    program: Mapped[Program] = relationship(back_populates="evaluation")
+
+
+class EliteCell(Base):
+    """The best program of one MAP-Elites cell of one island. Replaced only by a better one."""
+
+    __tablename__ = "elite_cell"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    island: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell: Mapped[str] = mapped_column(String(64), primary_key=True)   # "3,7"
+    program_id: Mapped[int] = mapped_column(ForeignKey("program.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EvalCache(Base):
+    """(task key, code or functional hash) -> the evaluation that answered it first."""
+
+    __tablename__ = "eval_cache"
+    task_key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(12), primary_key=True)     # code, functional
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"))
+    hits: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,127 @@
+"""The embedded engine end to end: real SQLite, real fork-server sandbox, real circle packing."""
+from sqlalchemy import func, select
+
+from db.campaigns import summary
+from db.models import Campaign, EliteCell, Evaluation, Program
+from evolution.step import Child
+from evolution.types import OK, EvalResult, Mutation
+from worker.campaigns import create_campaign
+from worker.embedded import EmbeddedExecutor
+from worker.spec import CampaignSpec
+
+
+def run_campaign(sessions, sandbox, *, evals, parallel=1, seed=0, **extra):
+    spec = CampaignSpec(task="circle_packing", seed=seed, parallel=parallel,
+                        budget={"max_evaluations": evals}, **extra)
+    cid = create_campaign(sessions, spec).id
+    return EmbeddedExecutor(sessions, cid, parallel=parallel, sandbox=sandbox).run()
+
+
+def test_campaign_improves_fills_cells_and_counts(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=61)
+    assert out["status"] == "completed"
+    assert out["evaluations"] == 61
+    assert out["seed_score"] is not None and out["best_score"] > out["seed_score"]
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Program)
+                        .where(Program.campaign_id == out["campaign_id"])) == 61
+        cells = s.scalar(select(func.count(func.distinct(EliteCell.cell)))
+                         .where(EliteCell.campaign_id == out["campaign_id"]))
+        assert cells > 1
+        best = s.get(Program, out["best_program_id"])
+        assert best.status == OK and best.score == out["best_score"]
+        # counters agree with the rows they count
+        c = s.get(Campaign, out["campaign_id"])
+        hits = s.scalar(select(func.count()).select_from(Evaluation).join(Program)
+                        .where(Program.campaign_id == c.id, Evaluation.cache != "miss"))
+        assert c.cache_hits == hits
+
+
+def test_same_seed_same_result(tmp_path, fork_sandbox):
+    from db.engine import session_factory, upgrade
+
+    results = []
+    for i in range(2):
+        url = f"sqlite:///{tmp_path / f'run{i}.db'}"
+        upgrade(url)
+        results.append(run_campaign(session_factory(url), fork_sandbox, evals=40, seed=7))
+    assert results[0]["best_score"] == results[1]["best_score"]
+    assert results[0]["cache_hits"] == results[1]["cache_hits"]
+
+
+def test_parallel_never_overshoots_budget(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=25, parallel=4)
+    assert out["evaluations"] == 25
+    with sessions() as s:
+        iters = sorted(s.scalars(select(Program.iteration).where(Program.campaign_id == out["campaign_id"])))
+    assert iters == list(range(25))
+
+
+def test_resume_continues_the_same_archive(sessions, fork_sandbox):
+    first = run_campaign(sessions, fork_sandbox, evals=15)
+    cid = first["campaign_id"]
+    with sessions.begin() as s:
+        c = s.get(Campaign, cid)
+        c.max_evaluations += 10
+        c.status = "paused"
+    second = EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
+    assert second["evaluations"] == 25 and second["status"] == "completed"
+    assert second["best_score"] >= first["best_score"]
+
+
+def test_uncommitted_reservation_is_rerun_on_resume(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=10)
+    cid = out["campaign_id"]
+    with sessions.begin() as s:  # simulate a crash after reserving iteration 10 and 11
+        c = s.get(Campaign, cid)
+        c.max_evaluations, c.iterations_reserved, c.status = 12, 12, "running"
+    out = EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
+    assert out["evaluations"] == 12
+    with sessions() as s:
+        assert sorted(s.scalars(select(Program.iteration).where(Program.campaign_id == cid))) == list(range(12))
+
+
+def test_redelivered_iteration_is_not_inserted_twice(sessions, fork_sandbox):
+    from db.store import CampaignStore
+
+    out = run_campaign(sessions, fork_sandbox, evals=3)
+    store = CampaignStore(sessions, out["campaign_id"])
+    child = Child(iteration=2, island=0, parent_id=None, generation=1, code="x = 1", code_hash="h",
+                  mutation=Mutation(code="x = 1", kind="ast:const"),
+                  result=EvalResult(status=OK, score=99.0))
+    again = store.commit(child)
+    with sessions() as s:
+        c = s.get(Campaign, out["campaign_id"])
+        assert c.evaluations == 3                       # not double-counted
+        assert c.best_score != 99.0                     # the duplicate did not replace anything
+        assert again.program_id == s.scalar(select(Program.id).where(
+            Program.campaign_id == c.id, Program.iteration == 2))
+
+
+def test_functional_cache_is_shared_across_campaigns(sessions, fork_sandbox):
+    a = run_campaign(sessions, fork_sandbox, evals=5)
+    b = run_campaign(sessions, fork_sandbox, evals=5)
+    with sessions() as s:
+        seed_b = s.scalar(select(Evaluation).join(Program).where(
+            Program.campaign_id == b["campaign_id"], Program.iteration == 0))
+    assert seed_b.cache == "code"           # the second campaign's seed was never re-run
+    assert b["seed_score"] == a["seed_score"]
+
+
+def test_archive_rebuilds_from_database(sessions, fork_sandbox):
+    from db.store import CampaignStore
+
+    out = run_campaign(sessions, fork_sandbox, evals=40, archive={"migration_interval": 7})
+    store = CampaignStore(sessions, out["campaign_id"])
+    with sessions() as s:
+        stored = {(r.island, r.cell): (r.program_id, r.score) for r in
+                  s.scalars(select(EliteCell).where(EliteCell.campaign_id == out["campaign_id"]))}
+    rebuilt = store.rebuild_elites()
+    assert rebuilt == stored
+    assert len({pid for pid, _ in stored.values()}) > 1
+    with sessions() as s:  # ring migration really copied an elite onto another island
+        migrated = s.scalar(select(func.count()).select_from(EliteCell).join(
+            Program, Program.id == EliteCell.program_id).where(
+            EliteCell.campaign_id == out["campaign_id"], Program.parent_id.is_not(None),
+            EliteCell.island != Program.island))
+    assert migrated > 0

@@ -1,0 +1,115 @@
+"""The embedded executor: K threads in one process running the same step as the Celery workers.
+
+Each thread claims an iteration number from the database (so the budget is never overshot, and
+a resumed campaign re-runs exactly the iterations that never committed), runs it, and reports.
+Candidates run in sandbox processes, so threads are enough to keep K evaluations in flight.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from typing import Any, Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.campaigns import budget_left, missing_iterations, reserve_iteration, set_status, summary
+from db.models import Campaign
+from evolution.step import Committed
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedExecutor:
+    def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, parallel: int = 1,
+                 sandbox: Any | None = None,
+                 on_commit: Callable[[int, Committed], None] | None = None):
+        self.sessions, self.campaign_id = sessions, campaign_id
+        self.parallel = max(1, parallel)
+        self.sandbox = sandbox
+        self.on_commit = on_commit
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: list[int] = []
+        self._error: str = ""
+
+    def _next_iteration(self) -> int | None:
+        with self._lock:
+            if self._pending:
+                return self._pending.pop(0)
+        if self.stop.is_set():
+            return None
+        with self.sessions() as s:
+            c = s.get(Campaign, self.campaign_id)
+            if c is None or c.status != "running" or budget_left(c):
+                return None
+        return reserve_iteration(self.sessions, self.campaign_id)
+
+    def _work(self, rt: Runtime) -> None:
+        while not self.stop.is_set():
+            it = self._next_iteration()
+            if it is None:
+                return
+            try:
+                committed = rt.iterate(it)
+            except Exception as exc:  # a store/infrastructure fault: stop cleanly, keep what we have
+                log.exception("iteration %s failed", it)
+                with self._lock:
+                    self._error = f"iteration {it}: {exc!r}\n{traceback.format_exc(limit=3)}"
+                self.stop.set()
+                return
+            if self.on_commit:
+                self.on_commit(it, committed)
+
+    def run(self) -> dict[str, Any]:
+        set_status(self.sessions, self.campaign_id, "running", only_from=("queued", "paused", "running"))
+        with self.sessions() as s:
+            c = s.get(Campaign, self.campaign_id)
+            if c.status != "running":
+                return summary(c)
+            self._pending = missing_iterations(s, self.campaign_id, c.iterations_reserved)
+        rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox)
+        if 0 in self._pending:  # the seed goes first: every other iteration needs a parent
+            self._pending.remove(0)
+            self._run_one(rt, 0)
+        elif not self._pending:
+            with self.sessions() as s:
+                first = s.get(Campaign, self.campaign_id).iterations_reserved == 0
+            if first:
+                it = reserve_iteration(self.sessions, self.campaign_id)
+                if it is not None:
+                    self._run_one(rt, it)
+        threads = [threading.Thread(target=self._work, args=(rt,), daemon=True,
+                                    name=f"evoforge-{self.campaign_id}-{i}")
+                   for i in range(self.parallel)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            for t in threads:
+                t.join()
+        return self._finish()
+
+    def _run_one(self, rt: Runtime, it: int) -> None:
+        committed = rt.iterate(it)
+        if self.on_commit:
+            self.on_commit(it, committed)
+
+    def _finish(self) -> dict[str, Any]:
+        with self.sessions() as s:
+            c = s.get(Campaign, self.campaign_id)
+            spent = budget_left(c)
+            gaps = missing_iterations(s, self.campaign_id, c.iterations_reserved)
+        if self._error:
+            set_status(self.sessions, self.campaign_id, "failed", only_from=("running",), error=self._error)
+        elif spent and not gaps:
+            set_status(self.sessions, self.campaign_id, "completed", only_from=("running",))
+        elif self.stop.is_set():
+            set_status(self.sessions, self.campaign_id, "paused", only_from=("running",))
+        with self.sessions() as s:
+            return summary(s.get(Campaign, self.campaign_id))

@@ -1,0 +1,70 @@
+"""Evaluate one program outside any campaign (`evoforge eval`, `POST /evaluations`).
+
+Ad-hoc evaluations are stored like any other, in one bookkeeping campaign per task key, so they
+share the evaluation cache with every campaign of the same task key.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Campaign
+from db.store import CampaignStore
+from evaluators.base import task_key
+from evaluators.pipeline import CascadeEvaluator
+from evolution import hashing
+from evolution.program import syntax_check
+from evolution.step import Child, evaluate_code
+from evolution.types import REJECTED, EvalResult, Mutation
+from worker.campaigns import create_campaign
+from worker.runtime import shared_sandbox
+from worker.spec import CampaignSpec
+
+ADHOC = "adhoc"
+
+
+def adhoc_campaign(sessions: sessionmaker[Session], task: Any, params: Any,
+                   project_id: int | None = None) -> int:
+    key = task_key(task, params)
+    with sessions() as s:
+        cid = s.scalar(select(Campaign.id).where(Campaign.task_key == key, Campaign.name == ADHOC,
+                                                 Campaign.project_id.is_(project_id)
+                                                 if project_id is None else
+                                                 Campaign.project_id == project_id))
+    if cid is not None:
+        return cid
+    spec = CampaignSpec(task=task.name, params=params.model_dump(mode="json"), name=ADHOC,
+                        archive={"islands": 1})
+    return create_campaign(sessions, spec, project_id=project_id, status="completed").id
+
+
+def evaluate_program(sessions: sessionmaker[Session], task: Any, params: Any, code: str, *,
+                     sandbox: Any | None = None, seed: int = 0,
+                     project_id: int | None = None) -> dict[str, Any]:
+    cid = adhoc_campaign(sessions, task, params, project_id)
+    store = CampaignStore(sessions, cid)
+    with sessions.begin() as s:
+        it = s.execute(update(Campaign).where(Campaign.id == cid)
+                       .values(iterations_reserved=Campaign.iterations_reserved + 1)
+                       .returning(Campaign.iterations_reserved)).scalar_one() - 1
+    error = syntax_check(code)
+    if error:
+        result, cache, source = EvalResult(status=REJECTED, score=None,
+                                           artifacts={"reason": error}), "miss", None
+    else:
+        evaluator = CascadeEvaluator(task, params, sandbox or shared_sandbox("fork"))
+        result, cache, source = evaluate_code(code, store=store, evaluator=evaluator, seed=seed)
+    code_hash = hashing.code_hash(code)
+    committed = store.commit(Child(iteration=it, island=0, parent_id=None, generation=0, code=code,
+                                   code_hash=code_hash, mutation=Mutation(code=code, kind="eval"),
+                                   result=result, cache=cache, cache_source_id=source))
+    return {
+        "status": result.status, "score": result.score, "metrics": result.metrics,
+        "features": result.features, "code_hash": code_hash,
+        "functional_hash": result.functional_hash, "cache": cache,
+        "reason": result.artifacts.get("reason"), "stderr": result.artifacts.get("stderr"),
+        "duration_s": round(result.duration_s, 4), "program_id": committed.program_id,
+        "task_key": store.task_key,
+    }

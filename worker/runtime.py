@@ -1,0 +1,98 @@
+"""Build the objects one iteration needs (store, mutator, evaluator) for a stored campaign.
+
+The embedded executor and the Celery tasks both call `Runtime.for_campaign`, so they run the
+very same step with the very same parts.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Campaign
+from db.store import CampaignStore
+from evaluators.base import get_task, parse_params
+from evaluators.pipeline import CascadeEvaluator
+from evolution.step import Committed, Evaluator, Mutator, Selection, run_iteration
+from evolution.types import Mutation
+from worker.campaigns import spec_of
+from worker.spec import CampaignSpec
+
+_sandboxes: dict[str, Any] = {}
+_sandbox_lock = threading.Lock()
+
+
+def shared_sandbox(kind: str = "fork") -> Any:
+    """One warm sandbox per process and kind (a fork-server is expensive to start, cheap to use)."""
+    with _sandbox_lock:
+        if kind not in _sandboxes:
+            from sandbox import make_sandbox
+            _sandboxes[kind] = make_sandbox(kind)
+        return _sandboxes[kind]
+
+
+def close_sandboxes() -> None:
+    with _sandbox_lock:
+        for sb in _sandboxes.values():
+            try:
+                sb.close()
+            except Exception:
+                pass
+        _sandboxes.clear()
+
+
+class SeedMutator:
+    """Iteration 0: the campaign's seed program, unchanged."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def mutate(self, selection: Selection, rng: Any) -> Mutation:
+        return Mutation(code=self.code, kind="seed")
+
+
+def make_mutator(spec: CampaignSpec, task: Any, params: Any, store: CampaignStore,
+                 sessions: sessionmaker[Session], campaign_id: int) -> Mutator:
+    if spec.mutator.kind == "local":
+        from evolution.ast_mutator import LocalASTMutator
+        return LocalASTMutator()
+    from worker.llm import make_llm_mutator
+    return make_llm_mutator(spec, task, params, sessions, campaign_id)
+
+
+@dataclass
+class Runtime:
+    campaign_id: int
+    seed: int
+    islands: int
+    store: CampaignStore
+    mutator: Mutator
+    evaluator: Evaluator
+    seed_code: str
+
+    @classmethod
+    def for_campaign(cls, sessions: sessionmaker[Session], campaign_id: int,
+                     sandbox: Any | None = None) -> "Runtime":
+        with sessions() as s:
+            c = s.get(Campaign, campaign_id)
+            if c is None:
+                raise KeyError(f"campaign {campaign_id} not found")
+            spec = spec_of(c)
+            seed, islands, seed_code = c.seed, c.islands, c.seed_program
+            raw_params = c.params
+        task = get_task(spec.task)
+        params = parse_params(task, raw_params)
+        store = CampaignStore(sessions, campaign_id)
+        sandbox = sandbox or shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
+        evaluator = CascadeEvaluator(task, params, sandbox)
+        mutator = make_mutator(spec, task, params, store, sessions, campaign_id)
+        return cls(campaign_id, seed, islands, store, mutator, evaluator, seed_code)
+
+    def iterate(self, iteration: int) -> Committed:
+        mutator = SeedMutator(self.seed_code) if iteration == 0 else self.mutator
+        island = 0 if iteration == 0 else (iteration - 1) % self.islands
+        return run_iteration(iteration, island, store=self.store, mutator=mutator,
+                             evaluator=self.evaluator, seed=self.seed)

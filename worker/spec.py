@@ -1,0 +1,108 @@
+"""Campaign configuration: the one Pydantic model shared by the CLI, the REST API and workers."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_evaluations: int | None = Field(None, ge=1, le=10_000_000,
+                                        description="Evaluations in all, the seed program included.")
+    max_tokens: int | None = Field(None, ge=1, le=10**12)
+    max_cost_usd: float | None = Field(None, gt=0, le=1e7)
+    max_seconds: float | None = Field(None, gt=0, le=10**8)
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    weight: float = Field(1.0, gt=0, le=1e6)
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        """'NAME' or 'NAME:WEIGHT' (a weight is the text after the last colon, if numeric)."""
+        name, sep, weight = text.rpartition(":")
+        if sep and name:
+            try:
+                return cls(name=name, weight=float(weight))
+            except ValueError:
+                pass
+        return cls(name=text)
+
+
+class MutatorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "llm"] = "local"
+    base_url: str | None = Field(None, max_length=500)
+    models: list[ModelSpec] = Field(default_factory=list, max_length=32)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(4096, ge=16, le=200_000)
+    diff_mode: bool = True
+    ideas: bool = False                  # AlphaResearch-style idea + review before code
+    idea_threshold: float = Field(5.0, ge=0, le=10)
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="USD per 1M (prompt, completion) tokens, by model name")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return v
+
+
+class SelectionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exploit: float = Field(0.7, ge=0, le=1, description="Fitness-weighted parent from the island's elites.")
+    explore: float = Field(0.2, ge=0, le=1, description="Uniform parent over the island's filled cells.")
+    top: float = Field(0.1, ge=0, le=1, description="Parent among the global top programs.")
+    top_k: int = Field(3, ge=0, le=20, description="Island top programs shown as inspirations.")
+    diverse: int = Field(2, ge=0, le=20, description="Inspirations drawn from other cells and islands.")
+
+    @model_validator(mode="after")
+    def _some_ratio(self) -> "SelectionSpec":
+        if self.exploit + self.explore + self.top <= 0:
+            raise ValueError("exploit, explore and top cannot all be 0")
+        return self
+
+
+class ArchiveSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    islands: int = Field(4, ge=1, le=64)
+    bins: int = Field(10, ge=1, le=100)
+    migration_interval: int = Field(50, ge=0, le=10**6,
+                                    description="Ring migration every this many evaluations (0: never).")
+    code_size_range: tuple[float, float] | None = Field(
+        None, description="Fixed code-size bin range; default 0.5x..3x the seed program's size.")
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str = Field(min_length=9, max_length=120, description="Five-field cron expression (UTC).")
+    evaluations_per_run: int = Field(100, ge=1, le=10_000_000)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+        if not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+
+class CampaignSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    program: str | None = Field(None, max_length=1_000_000, description="Seed program source.")
+    name: str = Field("", max_length=200)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    parallel: int = Field(1, ge=1, le=256)
+    sandbox: Literal["fork", "subprocess", "docker"] = "fork"
+    mutator: MutatorSpec = Field(default_factory=MutatorSpec)
+    archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
+    budget: Budget = Field(default_factory=Budget)
+    schedule: Schedule | None = None
