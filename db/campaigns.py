@@ -84,7 +84,7 @@ def summary(c: Campaign) -> dict[str, Any]:
         "seed": c.seed, "evaluations": c.evaluations, "max_evaluations": c.max_evaluations,
         "best_score": c.best_score, "seed_score": c.seed_score, "best_program_id": c.best_program_id,
         "cache_hits": c.cache_hits, "evaluations_saved": c.cache_hits, "sandbox_runs": c.sandbox_runs,
-        "failures": c.failures, "rejected": c.rejected, "tokens": c.tokens,
+        "failures": c.failures, "rejected": c.rejected, "novelty_skips": c.novelty_skips, "tokens": c.tokens,
         "cost_usd": round(c.cost_usd, 6), "elapsed_s": None if elapsed is None else round(elapsed, 3),
         "error": c.error or None,
     }

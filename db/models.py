@@ -58,6 +58,7 @@ class Campaign(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Budget accounting. `iterations_reserved` is advanced atomically before an iteration starts.
     max_evaluations: Mapped[int | None] = mapped_column(Integer, nullable=True)
     iterations_reserved: Mapped[int] = mapped_column(Integer, default=0)
@@ -69,6 +70,7 @@ class Campaign(Base):
     cache_hits: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
+    novelty_skips: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)

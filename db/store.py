@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+from dataclasses import replace
 from collections import OrderedDict
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
 from db import sql
 from evolution import archive as cells
+from evolution.novelty import MinHasher
 from evolution.selection import SelectionConfig, choose
 from evolution.step import CACHE_MISS, Child, Committed, Selection
 from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
@@ -58,6 +60,9 @@ class CampaignStore:
             archive_cfg = c.config.get("archive", {})
             self.migration_interval = int(archive_cfg.get("migration_interval", 0) or 0)
             self.selection_config = SelectionConfig(**archive_cfg.get("selection", {}))
+            self.novelty_threshold = archive_cfg.get("novelty_threshold")
+        self._hasher = MinHasher()
+        self._signatures: dict[int, Any] = {}
         self._refs: OrderedDict[int, ProgramRef] = OrderedDict()
         self._refs_lock = threading.Lock()
         self._cache_size = cache_size
@@ -102,8 +107,24 @@ class CampaignStore:
                 return Selection(island=island, parent=self._refs_for(s, [pid])[pid])
             config = s.scalar(select(Campaign.config).where(Campaign.id == self.campaign_id)) or {}
         island_elites = [refs[pid] for pid, _, _ in elites.get(island, []) if pid in refs]
-        return choose(island, island_elites, list(refs.values()), rng, self.selection_config,
-                      meta_note=str(config.get("meta_note", "")))
+        chosen = choose(island, island_elites, list(refs.values()), rng, self.selection_config,
+                        meta_note=str(config.get("meta_note", "")))
+        if chosen.parent is None:
+            return chosen
+        errors = self.recent_failures(chosen.parent.id)
+        if not errors:
+            return chosen
+        parent = replace(chosen.parent, artifacts={**chosen.parent.artifacts, "edit_errors": errors})
+        return replace(chosen, parent=parent)
+
+    def recent_failures(self, parent_id: int, limit: int = 3) -> list[str]:
+        """Why the parent's latest children failed, so the next prompt can avoid repeating it."""
+        with self.sessions() as s:
+            rows = s.execute(select(Program.status, Evaluation.artifacts)
+                             .join(Evaluation, Evaluation.program_id == Program.id)
+                             .where(Program.parent_id == parent_id, Program.status != OK)
+                             .order_by(Program.id.desc()).limit(limit)).all()
+        return [f"{status}: {str((art or {}).get('reason', ''))[:300]}" for status, art in rows]
 
     def rebuild_elites(self) -> dict[tuple[int, str], tuple[int, float]]:
         """Recompute every elite cell from the stored programs and evaluations alone, replaying
@@ -124,6 +145,28 @@ class CampaignStore:
             if self.migration_interval and iteration and iteration % self.migration_interval == 0:
                 archive.migrate(iteration, force=True)
         return {(i, cells.cell_key(c)): (e.program_id, e.score) for i, c, e in archive.elites()}
+
+    def near_duplicate(self, island: int, code: str) -> str | None:
+        """The novelty gate: MinHash similarity against the island's elites (cost O(elites))."""
+        if not self.novelty_threshold:
+            return None
+        with self.sessions() as s:
+            ids = [pid for pid, _, _ in self.elites(s).get(island, [])]
+            refs = self._refs_for(s, ids)
+        if not refs:
+            return None
+        sig = self._hasher.signature(code)
+        best, best_id = 0.0, None
+        for pid, ref in refs.items():
+            other = self._signatures.get(pid)
+            if other is None:
+                other = self._signatures[pid] = self._hasher.signature(ref.code)
+            sim = MinHasher.similarity(sig, other)
+            if sim > best:
+                best, best_id = sim, pid
+        if best >= self.novelty_threshold:
+            return f"novelty gate: {best:.3f} similar to program {best_id} on island {island}"
+        return None
 
     # -- lookup ---------------------------------------------------------------------------
     def lookup(self, *, code_hash: str | None = None,
@@ -160,8 +203,13 @@ class CampaignStore:
                 s.add(program)
                 s.flush()
                 self._record_cache(s, child, program.evaluation.id)
-                improved, new_best = self._place(s, program, child)
+                # Lock order: the campaign row first (counters), then elite cells, so concurrent
+                # commits (and ring migration, which touches other islands' cells) cannot
+                # deadlock on PostgreSQL.
                 self._count(s, child)
+                improved, new_best = self._place(s, program, child)
+                if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
+                    migrate(s, self.campaign_id, self.islands)
                 return Committed(program_id=program.id, improved_cell=improved, new_best=new_best,
                                  result=r, cache=child.cache)
         except IntegrityError:
@@ -215,6 +263,7 @@ class CampaignStore:
             cache_hits=Campaign.cache_hits + int(child.cache != CACHE_MISS),
             failures=Campaign.failures + int(r.status != OK),
             rejected=Campaign.rejected + int(r.status == REJECTED),
+            novelty_skips=Campaign.novelty_skips + int(bool(r.artifacts.get("novelty"))),
             sandbox_runs=Campaign.sandbox_runs + int(child.cache == CACHE_MISS and r.status != REJECTED),
             tokens=Campaign.tokens + m.prompt_tokens + m.completion_tokens,
             cost_usd=Campaign.cost_usd + m.cost_usd,
@@ -223,21 +272,19 @@ class CampaignStore:
         if child.parent_id is None and m.kind == "seed":
             values["seed_score"] = r.score
         s.execute(update(Campaign).where(Campaign.id == self.campaign_id).values(**values))
-        if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
-            migrate(s, self.campaign_id, self.islands)
 
 
 def offer(s: Session, campaign_id: int, island: int, cell: str, program_id: int, score: float,
           features: dict[str, Any]) -> bool:
-    """Atomic replace-if-better of one elite cell. True when the program now holds the cell."""
-    res = s.execute(update(EliteCell).where(
-        EliteCell.campaign_id == campaign_id, EliteCell.island == island, EliteCell.cell == cell,
-        EliteCell.score < score).values(program_id=program_id, score=score, features=features,
-                                        updated_at=utcnow()))
-    if res.rowcount:
-        return True
-    return sql.insert_ignore(s, EliteCell, campaign_id=campaign_id, island=island, cell=cell,
-                             program_id=program_id, score=score, features=features)
+    """Atomic replace-if-better of one elite cell. True when the program now holds the cell.
+
+    One INSERT .. ON CONFLICT DO UPDATE .. WHERE score < new: an UPDATE-then-INSERT-IGNORE pair
+    loses the better program when two writers both find the cell empty and the worse one inserts
+    first."""
+    return sql.upsert_if_greater(s, EliteCell, ("campaign_id", "island", "cell"), "score",
+                                 campaign_id=campaign_id, island=island, cell=cell,
+                                 program_id=program_id, score=score, features=features,
+                                 updated_at=utcnow())
 
 
 def migrate(s: Session, campaign_id: int, islands: int) -> int:

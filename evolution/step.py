@@ -61,6 +61,9 @@ class Store(Protocol):
     def lookup(self, *, code_hash: str | None = None,
                functional_hash: str | None = None) -> tuple[int, EvalResult] | None: ...
     def commit(self, child: Child) -> Committed: ...
+    def near_duplicate(self, island: int, code: str) -> str | None:
+        """Why `code` is too close to a program already on the island, or None (novelty gate)."""
+        ...
 
 
 class Mutator(Protocol):
@@ -105,9 +108,12 @@ def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator
         mutation = Mutation(code=None, kind="error", error=f"mutator failed: {exc!r}",
                             extra={"traceback": traceback.format_exc(limit=5)})
     code, cache, source = mutation.code, CACHE_MISS, None
+    near = store.near_duplicate(selection.island, code) if code is not None else None
     if code is None:
         result = EvalResult(status=REJECTED, score=None,
                             artifacts={"reason": mutation.error or "no program produced"})
+    elif near:
+        result = EvalResult(status=REJECTED, score=None, artifacts={"reason": near, "novelty": True})
     else:
         try:
             result, cache, source = evaluate_code(code, store=store, evaluator=evaluator, seed=seed)

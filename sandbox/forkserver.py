@@ -369,22 +369,33 @@ def _watch(pid: int, out_r: int, err_r: int, res_r: int, limits: Limits,
         poller.register(fd, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
     open_fds, timed_out, exited, closed = set(bufs), False, False, False
+    grace_until: float | None = None
     deadline = t0 + limits.timeout_s
     while open_fds or not exited:
         if not open_fds and not exited and not closed:
-            # Every channel is closed: C is about to exit (or closed them itself). Kill the
-            # namespace now; with a result in hand, answer without waiting for the teardown.
-            closed = True
-            os.kill(pid, signal.SIGKILL)
+            # Every channel is closed: C is exiting, or closed them itself. With a result in
+            # hand, kill the namespace and answer without waiting for the teardown; without
+            # one, give C a moment to exit by itself so a crash is reported as such.
             if bufs[res_r]:
+                os.kill(pid, signal.SIGKILL)
+                closed = True
                 break
+            if grace_until is None:
+                grace_until = time.monotonic() + 0.25
+            elif time.monotonic() >= grace_until:
+                os.kill(pid, signal.SIGKILL)
+                closed = True
         wait_ms = max(0.0, deadline - time.monotonic()) * 1000 if not timed_out else 1000
+        if grace_until is not None and not closed:
+            wait_ms = min(wait_ms, max(0.0, grace_until - time.monotonic()) * 1000)
         if exited:
             wait_ms = 0  # the namespace is dead: only leftovers in the pipes remain
         events = poller.poll(wait_ms)
         if not events:
             if exited:
                 break
+            if grace_until is not None and not closed:
+                continue
             if not timed_out and time.monotonic() >= deadline:
                 timed_out = True
                 os.kill(pid, signal.SIGKILL)

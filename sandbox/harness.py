@@ -43,6 +43,7 @@ OK, ERROR, MEMORY = "ok", "error", "memory"
 # Captured at import, before any candidate code runs, so monkeypatching builtins or numpy in the
 # candidate cannot change how its outputs are checked.
 _type = type
+_ENCODER = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
 _len = len
 _isfinite = math.isfinite
 _ndarray = np.ndarray
@@ -254,7 +255,7 @@ def run_request(request: dict) -> dict:
 def dump_response(response: dict) -> bytes:
     """Serialise a response; oversized or unserialisable ones become an error response."""
     try:
-        blob = json.dumps(response, allow_nan=True, separators=(",", ":")).encode()
+        blob = _ENCODER.encode(response).encode()
     except BaseException as exc:  # noqa: BLE001 - e.g. candidate patched json
         blob = json.dumps(_response(ERROR, reason=f"cannot serialise outputs: {exc!r}"[:300])
                           ).encode()

@@ -95,6 +95,9 @@ class SubprocessSandbox:
         os.close(res_r)
         if not self.bwrap:
             raw, info["raw_oversize"] = _read_capped(os.path.join(host, "response.json"))
+        elif info["exit_kind"] == "code" and info["exit_value"] > 128 and not raw:
+            # bubblewrap's init reports a child killed by signal N as exit code 128 + N
+            info["exit_kind"], info["exit_value"] = "signal", info["exit_value"] - 128
         return build_result(limits=limits, raw=raw, **info)
 
     def _bwrap_argv(self, host: str, limits: Limits) -> list[str]:

@@ -77,6 +77,10 @@ class ArchiveSpec(BaseModel):
     code_size_range: tuple[float, float] | None = Field(
         None, description="Fixed code-size bin range; default 0.5x..3x the seed program's size.")
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    novelty_threshold: float | None = Field(
+        None, ge=0.5, le=1.0,
+        description="Skip a candidate whose MinHash similarity to an elite of its island is at least "
+                    "this (off by default: single-constant edits of long programs score ~0.97).")
 
 
 class Schedule(BaseModel):

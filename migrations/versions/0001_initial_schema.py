@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 16:04:26.202053
+Create Date: 2026-11-23
 """
 from alembic import op
 import sqlalchemy as sa
@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_scheduled_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('max_evaluations', sa.Integer(), nullable=True),
     sa.Column('iterations_reserved', sa.Integer(), nullable=False),
     sa.Column('tokens_reserved', sa.BigInteger(), nullable=False),
@@ -64,6 +65,7 @@ def upgrade() -> None:
     sa.Column('cache_hits', sa.Integer(), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
     sa.Column('rejected', sa.Integer(), nullable=False),
+    sa.Column('novelty_skips', sa.Integer(), nullable=False),
     sa.Column('tokens', sa.BigInteger(), nullable=False),
     sa.Column('cost_usd', sa.Float(), nullable=False),
     sa.Column('eval_seconds', sa.Float(), nullable=False),

@@ -125,3 +125,19 @@ def test_archive_rebuilds_from_database(sessions, fork_sandbox):
             EliteCell.campaign_id == out["campaign_id"], Program.parent_id.is_not(None),
             EliteCell.island != Program.island))
     assert migrated > 0
+
+
+def test_novelty_gate_skips_near_duplicates_and_counts_them(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=20, archive={"novelty_threshold": 0.6})
+    assert out["novelty_skips"] > 0
+    with sessions() as s:
+        skipped = s.scalars(select(Evaluation).join(Program).where(
+            Program.campaign_id == out["campaign_id"], Program.status == "rejected")).all()
+    reasons = [e.artifacts.get("reason", "") for e in skipped if e.artifacts.get("novelty")]
+    assert len(reasons) == out["novelty_skips"]
+    assert all(r.startswith("novelty gate:") for r in reasons)
+
+
+def test_novelty_gate_is_off_by_default(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=10)
+    assert out["novelty_skips"] == 0

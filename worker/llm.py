@@ -1,0 +1,64 @@
+"""Wire the LLM mutator to a stored campaign: endpoint, ensemble, prices and a token/cost budget
+reserved in the database before every call, so N parallel workers never overshoot it."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Campaign
+from evolution.ensemble import PriceTable
+from evolution.llm_mutator import IdeaConfig
+from worker.llm_client import build_llm_mutator
+from worker.spec import CampaignSpec
+
+
+class DbTokenBudget:
+    """`reserve_tokens(n)` claims n tokens (and their worst-case cost) with one conditional
+    UPDATE; `release_tokens(n)` hands back what a call did not use."""
+
+    def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *,
+                 max_tokens: int | None, max_cost_usd: float | None, usd_per_token: float):
+        self.sessions, self.campaign_id = sessions, campaign_id
+        self.max_tokens, self.max_cost_usd = max_tokens, max_cost_usd
+        self.usd_per_token = usd_per_token
+
+    def reserve_tokens(self, n: int) -> bool:
+        cost = n * self.usd_per_token
+        q = update(Campaign).where(Campaign.id == self.campaign_id)
+        if self.max_tokens is not None:
+            q = q.where(Campaign.tokens_reserved + n <= self.max_tokens)
+        if self.max_cost_usd is not None:
+            q = q.where(Campaign.cost_reserved_usd + cost <= self.max_cost_usd)
+        with self.sessions.begin() as s:
+            res = s.execute(q.values(tokens_reserved=Campaign.tokens_reserved + n,
+                                     cost_reserved_usd=Campaign.cost_reserved_usd + cost))
+            return bool(res.rowcount)
+
+    def release_tokens(self, n: int) -> None:
+        if n <= 0:
+            return
+        with self.sessions.begin() as s:
+            s.execute(update(Campaign).where(Campaign.id == self.campaign_id).values(
+                tokens_reserved=Campaign.tokens_reserved - n,
+                cost_reserved_usd=Campaign.cost_reserved_usd - n * self.usd_per_token))
+
+
+def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessionmaker[Session],
+                     campaign_id: int) -> Any:
+    m = spec.mutator
+    if not m.base_url:
+        raise ValueError("an LLM mutator needs a base_url")
+    prices = PriceTable.from_mapping({k: list(v) for k, v in m.prices.items()})
+    models = [f"{x.name}:{x.weight:g}" for x in m.models] or ["default"]
+    worst = max((max(prices.price(x.name).prompt_per_m, prices.price(x.name).completion_per_m)
+                 for x in m.models), default=0.0) / 1e6
+    budget = None
+    if spec.budget.max_tokens is not None or spec.budget.max_cost_usd is not None:
+        budget = DbTokenBudget(sessions, campaign_id, max_tokens=spec.budget.max_tokens,
+                               max_cost_usd=spec.budget.max_cost_usd, usd_per_token=worst)
+    return build_llm_mutator(
+        m.base_url, models, task.context(params), temperature=m.temperature,
+        max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices,
+        ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed)
