@@ -255,13 +255,18 @@ def run_request(request: dict) -> dict:
 def dump_response(response: dict) -> bytes:
     """Serialise a response; oversized or unserialisable ones become an error response."""
     try:
-        blob = _ENCODER.encode(response).encode()
-    except BaseException as exc:  # noqa: BLE001 - e.g. candidate patched json
-        blob = json.dumps(_response(ERROR, reason=f"cannot serialise outputs: {exc!r}"[:300])
-                          ).encode()
+        # iterencode(_one_shot) goes straight to the C encoder captured at import: patched
+        # builtins (isinstance, ...) or json.dumps in the candidate do not reach it.
+        blob = "".join(_ENCODER.iterencode(response, True)).encode()
+    except BaseException:  # noqa: BLE001 - the candidate broke the encoder itself
+        blob = _UNSERIALISABLE
     if _len(blob) > MAX_OUTPUT_BYTES + 65536:
-        blob = json.dumps(_response(ERROR, reason="outputs exceed the size limit")).encode()
+        blob = _TOO_LARGE
     return blob
+
+
+_UNSERIALISABLE = json.dumps(_response(ERROR, reason="cannot serialise the outputs")).encode()
+_TOO_LARGE = json.dumps(_response(ERROR, reason="outputs exceed the size limit")).encode()
 
 
 # ---------------------------------------------------------------------------- CLI
