@@ -5,6 +5,7 @@ import fcntl
 import json
 import math
 import os
+import random
 import signal
 import sys
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class UidLease:
     or reading each other. Uniqueness is an exclusive flock on LOCK_DIR/<uid>.
     """
 
-    _next = 0
+    _next = random.randrange(UID_COUNT)  # processes start apart: fewer lock collisions
 
     def __init__(self, base: int = UID_BASE, count: int = UID_COUNT):
         os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
