@@ -18,6 +18,7 @@ needs. If the server dies, the next run() starts a new one.
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
@@ -229,9 +230,17 @@ def serve(ctl_fd: int) -> None:
         os._exit(1)
     ctl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
     children: set[int] = set()
+    pool: list[tuple[int, socket.socket]] = []  # pre-forked, idle supervisors
     while True:
+        while len(pool) < POOL_SIZE:
+            try:
+                pool.append(_spawn_supervisor(ctl, pool))
+            except OSError:
+                break
+            children.add(pool[-1][0])
         ready, _, _ = select.select([ctl], [], [], 1.0)
         _reap(children)
+        pool = [(pid, sock) for pid, sock in pool if pid in children or sock.close()]
         if not ready:
             continue
         try:
@@ -244,21 +253,42 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(fds[0])
-            continue
-        if pid == 0:
-            code = 1
+        while True:
+            if not pool:
+                try:
+                    pool.append(_spawn_supervisor(ctl, pool))
+                    children.add(pool[-1][0])
+                except OSError:
+                    break
+            pid, sock = pool.pop(0)
             try:
-                ctl.close()
-                _supervise(json.loads(msg), fds[0])
-                code = 0
-            finally:
-                os._exit(code)
+                socket.send_fds(sock, [msg], fds)
+                sock.close()
+                break
+            except OSError:  # that supervisor died while idle: use another
+                sock.close()
         os.close(fds[0])
-        children.add(pid)
+
+
+POOL_SIZE = 2
+
+
+def _spawn_supervisor(ctl: socket.socket, pool: list) -> tuple[int, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ctl.close()
+            ours.close()
+            for _pid, sock in pool:
+                sock.close()
+            _supervise(theirs)
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, ours
 
 
 def _reap(children: set[int]) -> None:
@@ -274,32 +304,60 @@ def _reap(children: set[int]) -> None:
 # =============================================================================== supervisor
 
 
-def _supervise(header: dict, sock_fd: int) -> None:
+def _supervise(job: socket.socket) -> None:
+    """S: prepares namespaces and a waiting C ahead of time, then serves exactly one run."""
     from sandbox import _linux as L
 
-    sock = socket.socket(fileno=sock_fd)
+    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+    L.unshare(L.CLONE_NEWNS | L.CLONE_NEWPID | L.CLONE_NEWNET | L.CLONE_NEWIPC)
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            job.close()
+            # Lift the sources above 4 first so no dup2 below clobbers another source.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (out_w, err_w, res_w, go_r)]
+            for target, fd in zip((1, 2, 3, 4), high):
+                os.dup2(fd, target)
+            _candidate_wait()
+        except BaseException:  # noqa: BLE001 - set-up failed: say why on stderr
+            try:
+                import traceback
+
+                os.write(2, traceback.format_exc().encode()[-2000:])
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(70)
+    for fd in (out_w, err_w, res_w, go_r):
+        os.close(fd)
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(job, 65536, 4)
+    except OSError:
+        msg, fds = b"", []
+    if not msg or len(fds) != 1:
+        os.kill(pid, signal.SIGKILL)
+        return  # the server went away while we were idle
+    job.close()
+    sock = socket.socket(fileno=fds[0])
+    header = json.loads(msg)
     limits = Limits(**header["limits"])
     uid = int(header["uid"])
     signal.alarm(int(limits.timeout_s) + 120)  # last resort: S dies, C follows (PDEATHSIG)
     request = _recv_all(sock, 1 << 30)
-    L.unshare(L.CLONE_NEWNS | L.CLONE_NEWPID | L.CLONE_NEWNET | L.CLONE_NEWIPC)
     L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
             f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.dup2(res_w, 3)
-            _candidate(request, limits, uid)
-        finally:
-            os._exit(70)
-    for fd in (out_w, err_w, res_w):
-        os.close(fd)
+    head = json.dumps({"uid": uid, "limits": header["limits"]}).encode()
+    try:
+        _write_all(go_w, _HDR.pack(len(head)) + head + request)
+    except OSError:
+        pass  # C died; _watch reports it
+    os.close(go_w)
+    del request
     info, raw = _watch(pid, out_r, err_r, res_r, limits, t0)
     head = json.dumps(info).encode()
     try:
@@ -314,22 +372,51 @@ def _supervise(header: dict, sock_fd: int) -> None:
         pass
 
 
-def _candidate(request: bytes, limits: Limits, uid: int) -> None:
-    """C: PID 1 of a fresh pid namespace. Trusted set-up, then the harness runs the candidate."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _candidate_wait() -> None:
+    """C before its job: PID 1 of the new namespaces, /proc mounted, waiting on fd 4."""
     from sandbox import _linux as L
     from sandbox import harness
 
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
-    os.closerange(4, 1 << 16)
+    os.closerange(5, 1 << 16)
     os.setsid()
+    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+    L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
     for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.alarm(0)
-    L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
-    os.chdir("/tmp")
     os.environ.clear()
     os.environ.update(CLEAN_ENV)
+    harness.address_space_bytes()  # measured now, off the critical path
+    blob = bytearray()
+    while True:
+        chunk = os.read(4, 1 << 20)
+        if not chunk:
+            break
+        blob += chunk
+    os.close(4)
+    if len(blob) < _HDR.size:
+        os._exit(0)
+    (n,) = _HDR.unpack_from(blob)
+    header = json.loads(bytes(blob[_HDR.size:_HDR.size + n]))
+    request = bytes(blob[_HDR.size + n:])
+    del blob
+    _candidate(request, Limits(**header["limits"]), int(header["uid"]))
+
+
+def _candidate(request: bytes, limits: Limits, uid: int) -> None:
+    """C: PID 1 of a fresh pid namespace. Trusted set-up, then the harness runs the candidate."""
+    from sandbox import _linux as L
+    from sandbox import harness
+
+    os.chdir("/tmp")  # the scratch tmpfs S mounted for this run
     harness.apply_limits(limits.rlimits())
     harness.drop_privileges(uid, uid)
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)

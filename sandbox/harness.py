@@ -23,6 +23,7 @@ EVOFORGE_GID: when started as root, drop to that uid/gid before the candidate ru
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import os
 import random
@@ -223,6 +224,9 @@ def run_request(request: dict) -> dict:
         module = types.ModuleType("candidate")
         module.__file__ = "candidate.py"
         sys.modules["candidate"] = module
+        # Source lines for tracebacks, and for drivers that need the text (OpenEvolve's writes
+        # it to a file for the evaluator).
+        linecache.cache["candidate.py"] = (_len(code), None, code.splitlines(True), "candidate.py")
         exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
         if driver is not None:
             stage = "running the driver"
@@ -281,7 +285,7 @@ def apply_limits(limits: dict) -> None:
         resource.setrlimit(res, (value, value))
 
     if limits.get("memory_mb"):
-        lim(resource.RLIMIT_AS, _address_space_bytes() + int(limits["memory_mb"]) * 2 ** 20)
+        lim(resource.RLIMIT_AS, address_space_bytes() + int(limits["memory_mb"]) * 2 ** 20)
     if limits.get("cpu_s"):
         soft = int(math.ceil(float(limits["cpu_s"])))
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
@@ -294,12 +298,18 @@ def apply_limits(limits: dict) -> None:
     lim(resource.RLIMIT_CORE, 0)
 
 
-def _address_space_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 512 * 2 ** 20  # no /proc in this view: assume a numpy-sized interpreter
+_AS_BASELINE: list = []
+
+
+def address_space_bytes() -> int:
+    """The interpreter's address space, read once (RLIMIT_AS = this + memory_mb)."""
+    if not _AS_BASELINE:
+        try:
+            with open("/proc/self/statm") as f:
+                _AS_BASELINE.append(int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE"))
+        except OSError:
+            _AS_BASELINE.append(512 * 2 ** 20)  # no /proc here: assume a numpy interpreter
+    return _AS_BASELINE[0]
 
 
 def drop_privileges(uid: int, gid: int) -> None:
