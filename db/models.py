@@ -55,6 +55,7 @@ class Campaign(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # mutator, archive, budget, schedule
     seed_program: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
+    meta_note: Mapped[str] = mapped_column(Text, default="")  # refreshed every K evaluations
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

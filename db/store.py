@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
 from db import sql
 from evolution import archive as cells
+from evolution.meta import Outcome, build_meta_note
 from evolution.novelty import MinHasher
 from evolution.selection import SelectionConfig, choose
 from evolution.step import CACHE_MISS, Child, Committed, Selection
@@ -61,6 +62,7 @@ class CampaignStore:
             self.migration_interval = int(archive_cfg.get("migration_interval", 0) or 0)
             self.selection_config = SelectionConfig(**archive_cfg.get("selection", {}))
             self.novelty_threshold = archive_cfg.get("novelty_threshold")
+            self.meta_interval = int(c.config.get("mutator", {}).get("meta_interval", 0) or 0)
         self._hasher = MinHasher()
         self._signatures: dict[int, Any] = {}
         self._refs: OrderedDict[int, ProgramRef] = OrderedDict()
@@ -105,10 +107,10 @@ class CampaignStore:
                 if pid is None:
                     return Selection(island=island, parent=None)
                 return Selection(island=island, parent=self._refs_for(s, [pid])[pid])
-            config = s.scalar(select(Campaign.config).where(Campaign.id == self.campaign_id)) or {}
+            note = s.scalar(select(Campaign.meta_note).where(Campaign.id == self.campaign_id)) or ""
         island_elites = [refs[pid] for pid, _, _ in elites.get(island, []) if pid in refs]
         chosen = choose(island, island_elites, list(refs.values()), rng, self.selection_config,
-                        meta_note=str(config.get("meta_note", "")))
+                        meta_note=note)
         if chosen.parent is None:
             return chosen
         errors = self.recent_failures(chosen.parent.id)
@@ -210,6 +212,8 @@ class CampaignStore:
                 improved, new_best = self._place(s, program, child)
                 if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
                     migrate(s, self.campaign_id, self.islands)
+                if self.meta_interval and child.iteration and child.iteration % self.meta_interval == 0:
+                    self._refresh_meta_note(s)
                 return Committed(program_id=program.id, improved_cell=improved, new_best=new_best,
                                  result=r, cache=child.cache)
         except IntegrityError:
@@ -221,6 +225,18 @@ class CampaignStore:
                     raise
                 return Committed(program_id=p.id, improved_cell=False, new_best=False,
                                  result=result_of(p.evaluation), cache=p.evaluation.cache)
+
+    def _refresh_meta_note(self, s: Session) -> None:
+        parent = aliased(Program)
+        rows = s.execute(select(Program.status, Program.score, parent.score, Program.kind,
+                                Evaluation.artifacts)
+                         .join(Evaluation, Evaluation.program_id == Program.id)
+                         .join(parent, parent.id == Program.parent_id)
+                         .where(Program.campaign_id == self.campaign_id)
+                         .order_by(Program.iteration.desc()).limit(self.meta_interval)).all()
+        note = build_meta_note([Outcome(st, sc, ps, kind, str((art or {}).get("reason", "")))
+                                for st, sc, ps, kind, art in rows])
+        s.execute(update(Campaign).where(Campaign.id == self.campaign_id).values(meta_note=note))
 
     def _record_cache(self, s: Session, child: Child, evaluation_id: int) -> None:
         r = child.result

@@ -96,6 +96,18 @@ class LLMMutator:
         self._reserve, self._release = _budget_hooks(budget)
 
     # ------------------------------------------------------------------ Mutator protocol
+    def observe(self, selection: Any, mutation: Mutation, result: Any) -> None:
+        """After evaluation: feed the ensemble's bandit with improvement over the parent."""
+        if not mutation.model:
+            return
+        parent = selection.parent
+        base = parent.score if parent is not None and parent.score is not None else None
+        gain = 0.0
+        if result.ok and result.score is not None:
+            gain = result.score - base if base is not None else 0.0
+        self.ensemble.record_outcome(mutation.model, max(0.0, gain), mutation.cost_usd,
+                                     mutation.prompt_tokens + mutation.completion_tokens)
+
     def mutate(self, selection: Any, rng: random.Random) -> Mutation:
         parent = selection.parent
         kind = "llm:diff" if self.diff_mode else "llm:rewrite"

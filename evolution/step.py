@@ -128,4 +128,11 @@ def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator
         code=code, code_hash=hashing.code_hash(code) if code is not None else None,
         mutation=mutation, result=result, cache=cache, cache_source_id=source,
     )
-    return store.commit(child)
+    committed = store.commit(child)
+    observe = getattr(mutator, "observe", None)  # e.g. the LLM ensemble's bandit
+    if observe is not None:
+        try:
+            observe(selection, mutation, committed.result)
+        except Exception:  # feedback is advisory; never fail a committed iteration over it
+            pass
+    return committed

@@ -60,5 +60,5 @@ def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessi
                                max_cost_usd=spec.budget.max_cost_usd, usd_per_token=worst)
     return build_llm_mutator(
         m.base_url, models, task.context(params), temperature=m.temperature,
-        max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices,
+        max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices, bandit=m.bandit,
         ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed)

@@ -41,6 +41,10 @@ class MutatorSpec(BaseModel):
     max_tokens: int = Field(4096, ge=16, le=200_000)
     diff_mode: bool = True
     ideas: bool = False                  # AlphaResearch-style idea + review before code
+    bandit: bool = Field(False, description="Choose models by improvement per cost (UCB) instead of weights.")
+    meta_interval: int = Field(0, ge=0, le=10**6,
+                               description="Refresh a meta note from what improved and failed every this "
+                                           "many evaluations, shown in later prompts (0: off).")
     idea_threshold: float = Field(5.0, ge=0, le=10)
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="USD per 1M (prompt, completion) tokens, by model name")

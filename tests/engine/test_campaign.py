@@ -141,3 +141,14 @@ def test_novelty_gate_skips_near_duplicates_and_counts_them(sessions, fork_sandb
 def test_novelty_gate_is_off_by_default(sessions, fork_sandbox):
     out = run_campaign(sessions, fork_sandbox, evals=10)
     assert out["novelty_skips"] == 0
+
+
+def test_meta_note_is_refreshed_and_shown_to_the_mutator(sessions, fork_sandbox):
+    out = run_campaign(sessions, fork_sandbox, evals=12, mutator={"meta_interval": 5})
+    with sessions() as s:
+        note = s.get(Campaign, out["campaign_id"]).meta_note
+    assert note.startswith("Over the last 5 attempts")
+    from db.store import CampaignStore
+    import random
+    sel = CampaignStore(sessions, out["campaign_id"]).select(0, random.Random(0))
+    assert sel.meta_note == note
