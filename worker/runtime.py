@@ -86,7 +86,10 @@ class Runtime:
         task = get_task(spec.task)
         params = parse_params(task, raw_params)
         store = CampaignStore(sessions, campaign_id)
-        sandbox = sandbox or shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
+        if sandbox is None:
+            sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
+            if hasattr(sandbox, "for_task"):  # containers: the task's image, GPU device requests
+                sandbox = sandbox.for_task(task.name, gpu=task.resources.gpu)
         evaluator = CascadeEvaluator(task, params, sandbox)
         mutator = make_mutator(spec, task, params, store, sessions, campaign_id)
         return cls(campaign_id, seed, islands, store, mutator, evaluator, seed_code)
