@@ -1,0 +1,129 @@
+"""The FastAPI app factory: `create_app(db_url, broker_url=..., open_mode=...)`.
+
+Everything lives under `/api/v1`; OpenAPI at `/openapi.json`, Swagger UI at `/docs`. A
+dashboard package (`api/dashboard/`, defining `mount(app)`) is mounted when present.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import JSONResponse
+
+from api.deps import AppState, reject_unknown_query
+from api.metrics import LatencyMiddleware, Metrics
+from api.routers import campaigns, programs, system, tasks
+from api.services import Conflict, NotFound
+from api.services.runner import BrokerRunner, InProcessRunner, NullRunner
+from worker.campaigns import SpecError
+
+log = logging.getLogger("evoforge.api")
+API_PREFIX = "/api/v1"
+BROKER_ENV = "EVOFORGE_BROKER_URL"
+
+
+def create_app(db_url: str | None = None, *, broker_url: str | None = None,
+               open_mode: bool | None = None, bind_host: str | None = None,
+               execute: bool = True, poll_s: float = 0.5, heartbeat_s: float = 15.0) -> FastAPI:
+    """Build the app.
+
+    db_url: SQLAlchemy URL (default: $EVOFORGE_DATABASE_URL, else the SQLite file).
+    broker_url: Celery broker; None reads $EVOFORGE_BROKER_URL, "" means none. Without one,
+        campaigns run in this process.
+    open_mode: None decides by itself: requests without a key are served only while no key
+        exists and the server is bound to loopback (`bind_host`, else the socket the request came
+        in on). True/False force it (keys, once they exist, are always required).
+    execute: False stores campaigns without running them (tests, read-only replicas).
+    """
+    from db.engine import default_url, session_factory, upgrade
+
+    db_url = db_url or default_url()
+    if broker_url is None:
+        broker_url = os.environ.get(BROKER_ENV) or None
+    sessions = session_factory(db_url)
+    if not execute:
+        runner = NullRunner()
+    elif broker_url:
+        runner = BrokerRunner(broker_url)
+    else:
+        runner = InProcessRunner(sessions)
+    metrics = Metrics(sessions)
+    state = AppState(sessions=sessions, db_url=db_url, broker_url=broker_url or None,
+                     open_mode=open_mode, bind_host=bind_host, runner=runner, metrics=metrics,
+                     poll_s=poll_s, heartbeat_s=heartbeat_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import anyio
+
+        await anyio.to_thread.run_sync(upgrade, db_url)
+        await anyio.to_thread.run_sync(runner.startup)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(runner.shutdown)
+
+    app = FastAPI(title="EvoForge", version="1", lifespan=lifespan,
+                  description="LLM-driven program evolution as a service. Send "
+                              "`Authorization: Bearer <key>`; see docs/api.md.")
+    app.state.evo = state
+    for r in (campaigns.router, programs.router, tasks.router, system.router):
+        app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
+    _add_error_handlers(app)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    _mount_dashboard(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_request: Request, exc: Conflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(SpecError)
+    async def _spec(_request: Request, exc: SpecError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        # Never echo the (possibly huge) input back; say where and what.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and request.method in ("POST", "PUT", "PATCH"):
+            # FastAPI's "There was an error parsing the body" (bytes that are not UTF-8 JSON):
+            # a body problem like any other, so 422 with a clearer message.
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": "the request body is not valid "
+                                             "UTF-8 JSON", "type": "json_invalid"}]}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    import importlib
+
+    try:
+        dashboard = importlib.import_module("api.dashboard")
+    except ModuleNotFoundError as exc:
+        if exc.name != "api.dashboard":
+            raise
+        return
+    mount = getattr(dashboard, "mount", None)
+    if mount is not None:
+        mount(app)

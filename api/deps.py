@@ -1,0 +1,65 @@
+"""Shared route dependencies and parameter types."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.auth import Principal, principal
+from api.schemas import MAX_ID
+
+
+@dataclass
+class AppState:
+    sessions: sessionmaker[Session]
+    db_url: str
+    broker_url: str | None
+    open_mode: bool | None
+    bind_host: str | None
+    runner: object
+    metrics: object
+    poll_s: float = 0.5
+    heartbeat_s: float = 15.0
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.evo
+
+
+State = Annotated[AppState, Depends(app_state)]
+Auth = Annotated[Principal, Depends(principal)]
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="Campaign id.")]
+ProgramId = Annotated[int, Path(ge=1, le=MAX_ID, description="Program id.")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1..500).")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="Items to skip (0..10^9).")]
+
+
+_allowed_query: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Unknown query parameters are errors (like unknown body fields), not silently ignored:
+    `?limt=5` should not quietly return 50 items."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _allowed_query.get(id(route))
+    if allowed is None:
+        allowed = _allowed_query[id(route)] = frozenset(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        from fastapi.exceptions import RequestValidationError
+        raise RequestValidationError([
+            {"loc": ("query", k), "msg": f"unknown query parameter (allowed: "
+                                          f"{', '.join(sorted(allowed)) or 'none'})",
+             "type": "extra_forbidden"} for k in unknown])

@@ -1,0 +1,141 @@
+"""/campaigns: create, list, read, pause/resume/cancel, delete, schedule, elites, programs, events."""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from api import events
+from api.errors import E401
+from api.deps import Auth, CampaignId, Limit, Offset, State
+from api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
+                         Page, ProgramSummaryPublic, ScheduleUpdate)
+from api.services import NotFound
+from api.services import campaigns as svc
+from api.services import programs as programs_svc
+from evolution.types import EVAL_STATUSES
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=E401)
+E404 = {404: {"model": ErrorPublic, "description": "No such campaign (or not yours)."}}
+E409 = {409: {"model": ErrorPublic, "description": "Impossible in the campaign's current state."}}
+
+
+def _read(state, who, campaign_id: int) -> dict:
+    with state.sessions() as s:
+        return svc.public(svc.get_campaign(s, who, campaign_id))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic,
+             responses={422: {"model": ErrorPublic, "description": "Invalid campaign."}})
+def create_campaign(body: CampaignCreate, state: State, who: Auth, response: Response):
+    """Create a campaign. Without a broker it starts running in this process at once; with one
+    it is queued for the Celery dispatcher."""
+    cid = svc.create(state.sessions, who, body, state.runner)
+    response.headers["Location"] = f"/api/v1/campaigns/{cid}"
+    return _read(state, who, cid)
+
+
+@router.get("", response_model=Page[CampaignPublic])
+def list_campaigns(state: State, who: Auth, limit: Limit = 50, offset: Offset = 0,
+                   status: CampaignStatus | None = None,
+                   task: str | None = Query(None, min_length=1, max_length=100,
+                                             pattern=r"^[A-Za-z0-9_.:-]+$")):
+    """Campaigns of the caller's project, newest first."""
+    with state.sessions() as s:
+        rows, total = svc.list_campaigns(s, who, status=status, task=task, limit=limit, offset=offset)
+        return {"items": [svc.public(c) for c in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{campaign_id}", response_model=CampaignPublic, responses=E404)
+def get_campaign(campaign_id: CampaignId, state: State, who: Auth):
+    return _read(state, who, campaign_id)
+
+
+@router.post("/{campaign_id}/pause", response_model=CampaignPublic, responses={**E404, **E409})
+def pause_campaign(campaign_id: CampaignId, state: State, who: Auth):
+    """Stop claiming new iterations (in-flight ones finish). Only a queued or running campaign."""
+    svc.pause(state.sessions, who, campaign_id, state.runner)
+    return _read(state, who, campaign_id)
+
+
+@router.post("/{campaign_id}/resume", response_model=CampaignPublic, responses={**E404, **E409})
+def resume_campaign(campaign_id: CampaignId, state: State, who: Auth):
+    """Continue a paused (or queued) campaign on the same archive."""
+    svc.resume(state.sessions, who, campaign_id, state.runner)
+    return _read(state, who, campaign_id)
+
+
+@router.post("/{campaign_id}/cancel", response_model=CampaignPublic, responses={**E404, **E409})
+def cancel_campaign(campaign_id: CampaignId, state: State, who: Auth):
+    """End a queued, running or paused campaign for good; what it found is kept."""
+    svc.cancel(state.sessions, who, campaign_id, state.runner)
+    return _read(state, who, campaign_id)
+
+
+@router.delete("/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT, responses=E404,
+               response_class=Response)
+def delete_campaign(campaign_id: CampaignId, state: State, who: Auth):
+    """Delete a campaign with its programs and archive (stopping it first if it runs)."""
+    svc.remove(state.sessions, who, campaign_id, state.runner)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{campaign_id}/schedule", response_model=ScheduleUpdate | None, responses=E404)
+def get_schedule(campaign_id: CampaignId, state: State, who: Auth):
+    return _read(state, who, campaign_id)["schedule"]
+
+
+@router.put("/{campaign_id}/schedule", response_model=CampaignPublic, responses={**E404, **E409})
+def put_schedule(campaign_id: CampaignId, body: ScheduleUpdate, state: State, who: Auth):
+    """Set the cron schedule (UTC) and the evaluations each triggered run adds. The scheduler
+    process (Celery beat) reads it from the database."""
+    svc.set_schedule(state.sessions, who, campaign_id, body.model_dump(mode="json"))
+    return _read(state, who, campaign_id)
+
+
+@router.delete("/{campaign_id}/schedule", response_model=CampaignPublic, responses={**E404, **E409})
+def delete_schedule(campaign_id: CampaignId, state: State, who: Auth):
+    svc.set_schedule(state.sessions, who, campaign_id, None)
+    return _read(state, who, campaign_id)
+
+
+@router.get("/{campaign_id}/elites", response_model=ElitesPublic, responses=E404)
+def get_elites(campaign_id: CampaignId, state: State, who: Auth):
+    """The MAP-Elites archive: each island's occupied cells with score and program id."""
+    with state.sessions() as s:
+        return programs_svc.elites(s, who, campaign_id)
+
+
+@router.get("/{campaign_id}/programs", response_model=Page[ProgramSummaryPublic], responses=E404)
+def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit: Limit = 50,
+                  offset: Offset = 0,
+                  sort: Literal["score", "-score", "iteration", "-iteration"] = Query(
+                      "score", description="score: best first; iteration: oldest first; '-' reverses."),
+                  status: Literal[EVAL_STATUSES] | None = None,  # type: ignore[valid-type]
+                  island: int | None = Query(None, ge=0, le=63)):
+    with state.sessions() as s:
+        items, total = programs_svc.list_programs(s, who, campaign_id, sort=sort, status=status,
+                                                  island=island, limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{campaign_id}/events", responses={**E404, 200: {
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "Server-sent events: `progress` (the campaign), `end`, and heartbeat comments."}},
+    response_class=StreamingResponse)
+def campaign_events(campaign_id: CampaignId, request: Request, state: State, who: Auth,
+                    max_seconds: float | None = Query(None, gt=0, le=86_400,
+                                                      description="End the stream after this long.")):
+    _read(state, who, campaign_id)  # 404 before the stream starts
+
+    def load():
+        try:
+            return _read(state, who, campaign_id)
+        except NotFound:
+            return None
+
+    stream = events.progress_stream(request, load, poll_s=state.poll_s, heartbeat_s=state.heartbeat_s,
+                                    max_seconds=max_seconds)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,246 @@
+"""Pydantic schemas of the REST API (`XCreate` in, `XPublic` out).
+
+The campaign request body is the engine's own `CampaignSpec` (one model for the CLI, the API and
+the workers), so the API can never drift from what the engine accepts.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from worker.spec import CampaignSpec, Schedule
+
+MAX_ID = 2**63 - 1          # SQLite INTEGER / PostgreSQL BIGINT
+CampaignStatus = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
+T = TypeVar("T")
+MAX_DEPTH = 32
+
+
+def check_plain_json(value: Any, depth: int = 0) -> None:
+    """Reject what a JSON column or response could not hold, before it gets near the database:
+    NaN/Infinity, integers beyond 64 bits, NUL characters and lone surrogates, deep nesting."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, int):
+        if not -(2**63) <= value <= 2**63 - 1:
+            raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_plain_json(k, depth + 1)
+            check_plain_json(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_plain_json(v, depth + 1)
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields are errors, and values must be plain, finite JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data: Any) -> Any:
+        check_plain_json(data)
+        return data
+
+
+class CampaignCreate(StrictBody, CampaignSpec):
+    """A new campaign: the task, its params, the seed program (default: the task's), the mutator
+    (`local` AST mutator, or `llm` with an OpenAI-compatible base URL and weighted models), the
+    MAP-Elites archive, the budget and an optional cron schedule."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "circle_packing", "params": {"n": 26}, "seed": 0, "parallel": 4,
+         "budget": {"max_evaluations": 80}}]})
+
+
+class ScheduleUpdate(StrictBody, Schedule):
+    """A cron schedule (five fields, UTC) and the evaluations each triggered run may add."""
+
+
+class ErrorPublic(BaseModel):
+    detail: Any
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class CampaignPublic(BaseModel):
+    id: int
+    name: str
+    task: str
+    params: dict[str, Any]
+    status: CampaignStatus
+    seed: int
+    parallel: int
+    islands: int
+    sandbox: str | None = None
+    mutator: dict[str, Any] = Field(default_factory=dict)
+    archive: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] = Field(default_factory=dict)
+    schedule: dict[str, Any] | None = None
+    evaluations: int
+    max_evaluations: int | None
+    best_score: float | None
+    seed_score: float | None
+    best_program_id: int | None
+    cache_hits: int
+    sandbox_runs: int
+    failures: int
+    rejected: int
+    tokens: int
+    cost_usd: float
+    eval_seconds: float
+    elapsed_s: float | None
+    error: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EliteCellPublic(BaseModel):
+    cell: str = Field(description='Bin indices along the archive dims, e.g. "3,7".')
+    score: float
+    program_id: int
+    features: dict[str, Any]
+    updated_at: datetime | None
+
+
+class IslandElitesPublic(BaseModel):
+    island: int
+    cells: list[EliteCellPublic]
+
+
+class FeatureDimPublic(BaseModel):
+    name: str
+    lo: float
+    hi: float
+    bins: int
+
+
+class ElitesPublic(BaseModel):
+    campaign_id: int
+    dims: list[FeatureDimPublic]
+    islands: list[IslandElitesPublic]
+
+
+class ProgramSummaryPublic(BaseModel):
+    id: int
+    campaign_id: int
+    iteration: int
+    parent_id: int | None
+    island: int
+    generation: int
+    kind: str
+    model: str | None
+    status: str
+    score: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    created_at: datetime | None
+
+
+class EvaluationPublic(BaseModel):
+    id: int
+    status: str
+    score: float | None
+    metrics: dict[str, Any]
+    features: dict[str, Any]
+    artifacts: dict[str, Any]
+    duration_s: float
+    code_hash: str | None
+    functional_hash: str | None
+    cache: str
+    source_evaluation_id: int | None
+    created_at: datetime | None
+
+
+class ProgramPublic(ProgramSummaryPublic):
+    code: str | None
+    code_hash: str | None
+    prompt: str | None
+    response: str | None
+    tokens: int
+    extra: dict[str, Any]
+    metrics: dict[str, Any]
+    evaluation: EvaluationPublic | None
+    diff: str | None = Field(description="Unified diff against the parent program (None for a seed).")
+
+
+class LineageEntryPublic(BaseModel):
+    id: int
+    iteration: int
+    generation: int
+    parent_id: int | None
+    kind: str
+    status: str
+    score: float | None
+
+
+class LineagePublic(BaseModel):
+    program_id: int
+    ancestors: list[LineageEntryPublic] = Field(
+        description="The program itself first, then its parent, ... up to the seed or the depth limit.")
+    truncated: bool
+
+
+class TaskPublic(BaseModel):
+    name: str
+    version: int
+    entrypoint: str
+    params_schema: dict[str, Any]
+    defaults: dict[str, Any]
+    resources: dict[str, Any]
+
+
+class EvaluationCreate(StrictBody):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "circle_packing", "params": {"n": 26},
+         "code": "def pack_circles(n):\n    ...\n"}]})
+    task: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    code: str = Field(min_length=1, max_length=1_000_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class EvaluationResultPublic(BaseModel):
+    status: str
+    score: float | None
+    metrics: dict[str, Any]
+    features: dict[str, Any]
+    code_hash: str
+    functional_hash: str | None
+    cache: str
+    reason: str | None
+    stderr: str | None
+    duration_s: float
+    program_id: int
+    task_key: str
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    mode: Literal["embedded", "broker"]

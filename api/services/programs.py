@@ -1,0 +1,114 @@
+"""Program services: elites, listings, one program with its diff, lineage."""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal
+from api.services import NotFound, utc
+from api.services.campaigns import get_campaign, scope
+from db.models import Campaign, EliteCell, Evaluation, Program
+
+SORTS = {
+    "score": (Program.score.desc().nulls_last(), Program.id),
+    "-score": (Program.score.asc().nulls_last(), Program.id),
+    "iteration": (Program.iteration.asc(),),
+    "-iteration": (Program.iteration.desc(),),
+}
+MAX_DIFF_CHARS = 200_000
+
+
+def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]:
+    c = get_campaign(s, principal, campaign_id)
+    rows = s.scalars(select(EliteCell).where(EliteCell.campaign_id == campaign_id)
+                     .order_by(EliteCell.island, EliteCell.cell)).all()
+    by_island: dict[int, list[dict[str, Any]]] = {i: [] for i in range(c.islands)}
+    for r in rows:
+        by_island.setdefault(r.island, []).append(
+            {"cell": r.cell, "score": r.score, "program_id": r.program_id,
+             "features": r.features or {}, "updated_at": utc(r.updated_at)})
+    dims = [{k: d[k] for k in ("name", "lo", "hi", "bins")}
+            for d in (c.config or {}).get("archive", {}).get("dims", [])]
+    return {"campaign_id": c.id, "dims": dims,
+            "islands": [{"island": i, "cells": cells} for i, cells in sorted(by_island.items())]}
+
+
+def summary_of(p: Program) -> dict[str, Any]:
+    return {"id": p.id, "campaign_id": p.campaign_id, "iteration": p.iteration,
+            "parent_id": p.parent_id, "island": p.island, "generation": p.generation,
+            "kind": p.kind, "model": p.model, "status": p.status, "score": p.score,
+            "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
+            "cost_usd": p.cost_usd, "created_at": utc(p.created_at)}
+
+
+def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: str,
+                  status: str | None, island: int | None, limit: int,
+                  offset: int) -> tuple[list[dict[str, Any]], int]:
+    get_campaign(s, principal, campaign_id)
+    cols = [Program.id, Program.campaign_id, Program.iteration, Program.parent_id, Program.island,
+            Program.generation, Program.kind, Program.model, Program.status, Program.score,
+            Program.prompt_tokens, Program.completion_tokens, Program.cost_usd, Program.created_at]
+    where = [Program.campaign_id == campaign_id]
+    if status:
+        where.append(Program.status == status)
+    if island is not None:
+        where.append(Program.island == island)
+    total = s.scalar(select(func.count()).select_from(Program).where(*where))
+    rows = s.execute(select(*cols).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset))
+    return [{**r._mapping, "created_at": utc(r.created_at)} for r in rows], total
+
+
+def _scoped_program(s: Session, principal: Principal, program_id: int) -> Program:
+    p = s.scalar(scope(select(Program).join(Campaign, Campaign.id == Program.campaign_id)
+                       .where(Program.id == program_id), principal))
+    if p is None:
+        raise NotFound(f"program {program_id} not found")
+    return p
+
+
+def unified_diff(parent: Program | None, p: Program) -> str | None:
+    if parent is None or parent.code is None or p.code is None:
+        return None
+    diff = "".join(difflib.unified_diff(parent.code.splitlines(keepends=True),
+                                        p.code.splitlines(keepends=True),
+                                        fromfile=f"program {parent.id}", tofile=f"program {p.id}"))
+    if len(diff) > MAX_DIFF_CHARS:
+        diff = diff[:MAX_DIFF_CHARS] + "\n... (diff truncated)\n"
+    return diff
+
+
+def program_detail(s: Session, principal: Principal, program_id: int) -> dict[str, Any]:
+    p = _scoped_program(s, principal, program_id)
+    ev = s.scalar(select(Evaluation).where(Evaluation.program_id == p.id))
+    parent = s.get(Program, p.parent_id) if p.parent_id is not None else None
+    out = summary_of(p)
+    out.update(code=p.code, code_hash=p.code_hash, prompt=p.prompt, response=p.response,
+               tokens=p.prompt_tokens + p.completion_tokens, extra=p.extra or {},
+               metrics=(ev.metrics if ev else {}) or {}, diff=unified_diff(parent, p),
+               evaluation=None if ev is None else {
+                   "id": ev.id, "status": ev.status, "score": ev.score, "metrics": ev.metrics or {},
+                   "features": ev.features or {}, "artifacts": ev.artifacts or {},
+                   "duration_s": ev.duration_s, "code_hash": ev.code_hash,
+                   "functional_hash": ev.functional_hash, "cache": ev.cache,
+                   "source_evaluation_id": ev.source_evaluation_id, "created_at": utc(ev.created_at)})
+    return out
+
+
+def lineage(s: Session, principal: Principal, program_id: int, *, depth: int) -> dict[str, Any]:
+    p = _scoped_program(s, principal, program_id)
+    chain, seen, current = [], set(), p
+    while current is not None and len(chain) < depth and current.id not in seen:
+        seen.add(current.id)
+        chain.append({"id": current.id, "iteration": current.iteration,
+                      "generation": current.generation, "parent_id": current.parent_id,
+                      "kind": current.kind, "status": current.status, "score": current.score})
+        if current.parent_id is None:
+            current = None
+        else:
+            current = s.get(Program, current.parent_id)
+            if current is not None and current.campaign_id != p.campaign_id:
+                current = None  # never follow a link out of the (scoped) campaign
+    return {"program_id": p.id, "ancestors": chain, "truncated": current is not None}
