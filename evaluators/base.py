@@ -21,7 +21,8 @@ from evolution.types import FeatureDim, StageResult  # noqa: F401  (FeatureDim r
 class Resources:
     timeout_s: float = 10.0
     memory_mb: int = 1024
-    gpu: bool = False
+    gpu: bool = False            # calls get a `device` argument; Celery routes work to the gpu queue
+    cpu_fallback: bool = False   # without a GPU, run on "cpu" instead of failing
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,10 @@ def register(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
-    _load_builtins()
+    if name not in _REGISTRY and name in _BUILTINS:  # import only the package asked for:
+        _load_builtins((name,))                      # all of them costs seconds (scipy, skfolio)
+    if name not in _REGISTRY:
+        _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -88,10 +92,13 @@ def parse_params(task: Task, raw: dict[str, Any]) -> BaseModel:
     return task.Params.model_validate(raw)
 
 
-def _load_builtins() -> None:
+_BUILTINS = ("circle_packing", "matmul", "optimizer", "alpha_factors", "openevolve")
+
+
+def _load_builtins(names: tuple[str, ...] = _BUILTINS) -> None:
     import importlib
 
-    for mod in ("circle_packing", "matmul", "optimizer", "alpha_factors"):
+    for mod in names:
         try:
             importlib.import_module(f"evaluators.{mod}")
         except ModuleNotFoundError as exc:  # a task package not written yet

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evaluators.base import Stage, Task, task_key
+from evaluators.base import Resources, Stage, Task, task_key
+from evaluators.devices import DeviceUnavailable, resolve_device
 from evolution import hashing
-from evolution.types import INVALID, OK, EvalResult, ProbeResult
+from evolution.types import ERROR, INVALID, OK, EvalResult, ProbeResult
 
 TAIL_CHARS = 2000
 
@@ -39,9 +40,13 @@ class CascadeEvaluator:
         self.key = task_key(task, params)
         self.stages: list[Stage] = task.stages(params)
         self.probe_inputs = task.probe(params)
+        self.resources = getattr(task, "resources", Resources())
 
     def _run(self, code: str, inputs: list[dict[str, Any]], seed: int, timeout_s: float,
              memory_mb: int) -> Any:
+        device = resolve_device(self.task.name, self.resources.gpu, self.resources.cpu_fallback)
+        if device is not None:  # the trusted side picks the device; the candidate is handed it
+            inputs = [{**call, "device": device} for call in inputs]
         return self.sandbox.run(code, self.task.entrypoint, inputs, seed=seed, timeout_s=timeout_s,
                                 memory_mb=memory_mb, driver=self.task.driver)
 
@@ -50,7 +55,11 @@ class CascadeEvaluator:
         timeout_s = first.timeout_s if first else self.task.resources.timeout_s
         memory_mb = first.memory_mb if first else self.task.resources.memory_mb
         t0 = time.perf_counter()
-        run = self._run(code, self.probe_inputs, seed, timeout_s, memory_mb)
+        try:
+            run = self._run(code, self.probe_inputs, seed, timeout_s, memory_mb)
+        except DeviceUnavailable as exc:  # this worker cannot run the task: a clear, recorded failure
+            return ProbeResult(None, failure=EvalResult(status=ERROR, score=None,
+                                                        artifacts={"stage": "probe", "reason": str(exc)}))
         took = time.perf_counter() - t0
         if not run.ok:
             return ProbeResult(None, failure=EvalResult(status=run.status, score=None,
@@ -85,6 +94,7 @@ class CascadeEvaluator:
                                   artifacts={"stage": stage.name, "reason": f"scorer raised {exc!r}"[:500]},
                                   duration_s=total_s, functional_hash=probe.functional_hash)
             metrics.update(result.metrics)
+            artifacts.update(result.artifacts)
             if not result.valid:
                 return EvalResult(status=INVALID, score=result.combined_score, metrics=metrics,
                                   features=result.features,

@@ -38,6 +38,7 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    artifacts: dict[str, Any] = field(default_factory=dict)  # task-reported, e.g. OpenEvolve's
 
 
 @dataclass(frozen=True)
