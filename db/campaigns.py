@@ -38,8 +38,7 @@ def budget_left(c: Campaign, now: datetime | None = None) -> str | None:
         return "max_cost_usd"
     if budget.get("max_seconds") and c.started_at is not None:
         now = now or datetime.now(timezone.utc)
-        started = c.started_at if c.started_at.tzinfo else c.started_at.replace(tzinfo=timezone.utc)
-        if (now - started).total_seconds() >= budget["max_seconds"]:
+        if (now - utc(c.started_at)).total_seconds() >= budget["max_seconds"]:
             return "max_seconds"
     return None
 
@@ -72,13 +71,16 @@ def missing_iterations(s: Session, campaign_id: int, reserved: int) -> list[int]
     return [i for i in range(reserved) if i not in done]
 
 
+def utc(t: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; they were stored in UTC."""
+    return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
 def summary(c: Campaign) -> dict[str, Any]:
     elapsed = None
     if c.started_at is not None:
-        end = c.finished_at or datetime.now(timezone.utc)
-        start = c.started_at if c.started_at.tzinfo else c.started_at.replace(tzinfo=timezone.utc)
-        end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-        elapsed = max(0.0, (end - start).total_seconds())
+        end = utc(c.finished_at) or datetime.now(timezone.utc)
+        elapsed = max(0.0, (end - utc(c.started_at)).total_seconds())
     return {
         "campaign_id": c.id, "name": c.name, "task": c.task, "params": c.params, "status": c.status,
         "seed": c.seed, "evaluations": c.evaluations, "max_evaluations": c.max_evaluations,
@@ -87,4 +89,7 @@ def summary(c: Campaign) -> dict[str, Any]:
         "failures": c.failures, "rejected": c.rejected, "novelty_skips": c.novelty_skips, "tokens": c.tokens,
         "cost_usd": round(c.cost_usd, 6), "elapsed_s": None if elapsed is None else round(elapsed, 3),
         "error": c.error or None,
+        "created_at": utc(c.created_at).isoformat() if c.created_at else None,
+        "started_at": utc(c.started_at).isoformat() if c.started_at else None,
+        "finished_at": utc(c.finished_at).isoformat() if c.finished_at else None,
     }

@@ -124,7 +124,8 @@ class Evaluation(Base):
     code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     functional_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cache: Mapped[str] = mapped_column(String(12), default="miss")   # miss, code, functional
-    source_evaluation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_evaluation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("evaluation.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     program: Mapped[Program] = relationship(back_populates="evaluation")

@@ -88,7 +88,12 @@ def all_tasks() -> dict[str, Task]:
 
 
 def parse_params(task: Task, raw: dict[str, Any]) -> BaseModel:
-    """Validate user params (strings from the CLI are coerced by Pydantic)."""
+    """Validate user params (strings from the CLI are coerced by Pydantic). Unknown names are
+    an error, never silently dropped."""
+    unknown = sorted(set(raw) - set(task.Params.model_fields))
+    if unknown:
+        known = ", ".join(task.Params.model_fields) or "none"
+        raise ValueError(f"unknown param(s) {', '.join(unknown)} for task {task.name!r} (known: {known})")
     return task.Params.model_validate(raw)
 
 

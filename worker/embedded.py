@@ -69,17 +69,22 @@ class EmbeddedExecutor:
             if c.status != "running":
                 return summary(c)
             self._pending = missing_iterations(s, self.campaign_id, c.iterations_reserved)
-        rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox)
-        if 0 in self._pending:  # the seed goes first: every other iteration needs a parent
-            self._pending.remove(0)
-            self._run_one(rt, 0)
-        elif not self._pending:
-            with self.sessions() as s:
-                first = s.get(Campaign, self.campaign_id).iterations_reserved == 0
-            if first:
-                it = reserve_iteration(self.sessions, self.campaign_id)
-                if it is not None:
-                    self._run_one(rt, it)
+        try:
+            rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox)
+            if 0 in self._pending:  # the seed goes first: every other iteration needs a parent
+                self._pending.remove(0)
+                self._run_one(rt, 0)
+            elif not self._pending:
+                with self.sessions() as s:
+                    first = s.get(Campaign, self.campaign_id).iterations_reserved == 0
+                if first:
+                    it = reserve_iteration(self.sessions, self.campaign_id)
+                    if it is not None:
+                        self._run_one(rt, it)
+        except Exception as exc:  # cannot even start (bad stored config, no sandbox, DB down)
+            log.exception("campaign %s could not start", self.campaign_id)
+            self._error = f"could not start: {exc!r}"
+            return self._finish()
         threads = [threading.Thread(target=self._work, args=(rt,), daemon=True,
                                     name=f"evoforge-{self.campaign_id}-{i}")
                    for i in range(self.parallel)]

@@ -47,7 +47,17 @@ class MutatorSpec(BaseModel):
                                            "many evaluations, shown in later prompts (0: off).")
     idea_threshold: float = Field(5.0, ge=0, le=10)
     prices: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="USD per 1M (prompt, completion) tokens, by model name")
+        default_factory=dict, max_length=64,
+        description="USD per 1M (prompt, completion) tokens, by model name")
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        import math
+        for name, pair in v.items():
+            if not all(math.isfinite(x) and 0 <= x <= 1e6 for x in pair):
+                raise ValueError(f"price for {name!r} must be two finite numbers in [0, 1e6]")
+        return v
 
     @field_validator("base_url")
     @classmethod

@@ -140,6 +140,7 @@ def upgrade() -> None:
     sa.Column('source_evaluation_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['program_id'], ['program.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['source_evaluation_id'], ['evaluation.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('program_id')
     )

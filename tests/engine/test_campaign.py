@@ -152,3 +152,21 @@ def test_meta_note_is_refreshed_and_shown_to_the_mutator(sessions, fork_sandbox)
     import random
     sel = CampaignStore(sessions, out["campaign_id"]).select(0, random.Random(0))
     assert sel.meta_note == note
+
+
+def test_campaign_that_cannot_start_is_failed_not_stuck(sessions, fork_sandbox):
+    cid = create_campaign(sessions, CampaignSpec(task="circle_packing", budget={"max_evaluations": 5})).id
+    with sessions.begin() as s:  # a stored campaign whose task no longer exists on this worker
+        c = s.get(Campaign, cid)
+        c.config = {**c.config, "task": "vanished_task"}
+    out = EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
+    assert out["status"] == "failed" and "vanished_task" in out["error"]
+
+
+def test_unknown_params_are_rejected():
+    import pytest
+    from worker.campaigns import SpecError
+
+    with pytest.raises(SpecError, match="unknown param"):
+        from worker.campaigns import resolve
+        resolve(CampaignSpec(task="circle_packing", params={"nn": 3}))
