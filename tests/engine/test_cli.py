@@ -106,3 +106,27 @@ def test_eval_broken_candidate_is_recorded_not_raised(tmp_path, home):
                          write(tmp_path, "e.py", "def pack_circles(n):\n    raise ValueError('nope')\n"),
                          "--json", home=home))
     assert boom["status"] == "error" and "nope" in (boom["reason"] or "") + (boom["stderr"] or "")
+
+
+def test_ctrl_c_pauses_cleanly_and_resume_continues(home):
+    import signal
+    import time
+
+    env = {"EVOFORGE_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([*EVOFORGE, "run", "circle_packing", "--iterations", "100000", "--json"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it has really started evaluating
+        rows = json.loads(cli("campaigns", "--json", home=home).stdout or "[]")
+        if rows and rows[0]["evaluations"] >= 5:
+            break
+        time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "paused", err[-2000:]
+    assert 5 <= summary["evaluations"] < 100001
+    done = summary["evaluations"]
+    resumed = last_json(cli("run", "circle_packing", "--resume", str(summary["campaign_id"]),
+                            "--iterations", "5", "--json", home=home))
+    assert resumed["status"] == "completed" and resumed["evaluations"] == done + 5
