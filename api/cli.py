@@ -366,6 +366,67 @@ def apikey_revoke(key_id, db) -> None:
     click.echo(f"revoked key {key_id}")
 
 
+@main.command()
+@click.argument("initial_program", type=click.Path(exists=True, dir_okay=False))
+@click.argument("evaluator", type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="OpenEvolve config.yaml (llm, prompt, database, evaluator keys are mapped).")
+@click.option("--iterations", type=click.IntRange(0, 10_000_000), default=None,
+              help="Mutations to evaluate (default: the config's max_iterations, else 100).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=None,
+              help="Evaluations in flight (default: evaluator.parallel_evaluations, else 1).")
+@click.option("--seed", type=int, default=None, help="Campaign seed (default: the config's random_seed, else 0).")
+@click.option("--db", default=None, help=DB_HELP)
+@click.option("--llm-base-url", default=None, help="OpenAI-compatible endpoint; overrides llm.api_base.")
+@click.option("--model", "models", multiple=True, help="NAME[:WEIGHT], repeatable; overrides the config's models.")
+@click.option("--sandbox", type=click.Choice(["fork", "subprocess", "docker"]), default="fork", show_default=True)
+@click.option("--name", default="", help="Campaign name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+def openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db, llm_base_url,
+               models, sandbox, name, as_json) -> None:
+    """Run an OpenEvolve problem (initial program + evaluator [+ config]) unmodified."""
+    from evaluators.openevolve import load_problem
+    from worker.campaigns import SpecError, create_campaign
+    from worker.spec import CampaignSpec, ModelSpec
+
+    try:
+        problem = load_problem(initial_program, evaluator, config_path, llm_base_url=llm_base_url)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise click.ClickException(f"cannot load the OpenEvolve problem: {exc}") from None
+    mutator = dict(problem.mutator)
+    if models:
+        if mutator["kind"] != "llm":
+            raise click.UsageError("--model needs --llm-base-url (or llm.api_base in the config)")
+        mutator["models"] = [ModelSpec.parse(m).model_dump() for m in models]
+    iterations = iterations if iterations is not None else (problem.max_iterations or 100)
+    parallel = parallel or problem.parallel or 1
+    seed = seed if seed is not None else (problem.seed or 0)
+    for line in problem.unsupported:
+        click.echo(f"openevolve config: unsupported: {line}", err=True)
+    for line in problem.notes:
+        click.echo(f"openevolve config: note: {line}", err=True)
+    raw = {"task": "openevolve", "params": problem.task_params, "program": problem.seed_program,
+           "name": name or f"openevolve {Path(evaluator).resolve().parent.name} #{seed}",
+           "seed": seed, "parallel": parallel, "sandbox": sandbox, "mutator": mutator,
+           "archive": problem.archive, "budget": {"max_evaluations": iterations + 1}}
+    try:
+        spec = CampaignSpec.model_validate(raw)
+        sessions = _sessions(db)
+        campaign_id = create_campaign(sessions, spec).id
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"invalid campaign: {exc}") from None
+    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
+    result["params"] = {k: v for k, v in problem.task_params.items() if k not in ("files", "context")}
+    result.update(files_hash=problem.files_hash, mutator=mutator["kind"],
+                  unsupported_config=problem.unsupported, config_notes=problem.notes)
+    if as_json:
+        _emit_json(result)
+    else:
+        _print_summary(result)
+
+
 # -- Celery workers and the scheduler (worker/celery_app.py, worker/dispatch.py) ---------------
 def _service_env(db: str | None, broker_url: str | None) -> None:
     """Options win over the environment; child processes (Celery pool) inherit it."""

@@ -1,0 +1,156 @@
+"""Sandbox-side driver for OpenEvolve evaluators (its source is the task's `driver`).
+
+Runs INSIDE the sandbox, next to the candidate module (standard library only). One call
+({"call": "evaluate_stage1", "evaluator": "evaluator.py", "files": {...}}) does what OpenEvolve
+does for one stage: write the candidate to a file, write the evaluator's directory content
+into a private scratch directory, import the evaluator from there and call
+`fn(program_path)`. The result (a dict, or an object with `metrics` and `artifacts`) goes
+back as plain data: {"metrics": {...}, "artifacts": {...}}. Exceptions propagate: the harness
+records them as a failed run with the traceback.
+
+`openevolve.evaluation_result.EvaluationResult` is provided as a small shim module, so
+evaluators that import it run without OpenEvolve installed in the sandbox.
+"""
+import importlib.util
+import linecache
+import math
+import os
+import sys
+import types
+
+_SHIM = '''
+class EvaluationResult:
+    def __init__(self, metrics, artifacts=None):
+        self.metrics = metrics
+        self.artifacts = {} if artifacts is None else artifacts
+
+    def __repr__(self):
+        return f"EvaluationResult(metrics={self.metrics!r}, artifacts={self.artifacts!r})"
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and other.metrics == self.metrics
+                and other.artifacts == self.artifacts)
+
+    @classmethod
+    def from_dict(cls, metrics):
+        return cls(metrics=metrics)
+
+    def to_dict(self):
+        return self.metrics
+
+    def has_artifacts(self):
+        return bool(self.artifacts)
+
+    def get_artifact_keys(self):
+        return list(self.artifacts.keys())
+'''
+
+MAX_KEYS = 200
+MAX_STR = 4096
+
+
+def _install_shim():
+    if "openevolve.evaluation_result" in sys.modules:
+        return
+    pkg = types.ModuleType("openevolve")
+    pkg.__path__ = []
+    mod = types.ModuleType("openevolve.evaluation_result")
+    sys.modules["openevolve"] = pkg
+    sys.modules["openevolve.evaluation_result"] = mod
+    exec(compile(_SHIM, "openevolve/evaluation_result.py", "exec"), mod.__dict__)  # noqa: S102
+    pkg.evaluation_result = mod
+
+
+def _plain_metric(v):
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v[:MAX_STR]
+    if isinstance(v, int):
+        return int(v) if abs(v) < 2 ** 63 else float(v)
+    try:  # float, numpy scalars, 0-d arrays
+        f = float(v)
+    except Exception:  # noqa: BLE001
+        return str(v)[:MAX_STR]
+    if isinstance(v, (float, int)) or hasattr(v, "dtype"):
+        if hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "iu" and math.isfinite(f):
+            return int(f)
+        if hasattr(v, "dtype") and getattr(v.dtype, "kind", "") == "b":
+            return bool(f)
+        return f
+    return str(v)[:MAX_STR]
+
+
+def _plain_artifact(v, cap):
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", errors="replace")
+    elif not isinstance(v, str):
+        v = repr(v) if not isinstance(v, (int, float, bool)) else str(v)
+    return v if len(v) <= cap else v[:cap] + f"... [{len(v) - cap} more chars]"
+
+
+def _unpack(result, fn_name, cap):
+    if isinstance(result, dict):
+        metrics, artifacts = result, {}
+    elif isinstance(getattr(result, "metrics", None), dict):
+        metrics = result.metrics
+        artifacts = getattr(result, "artifacts", None) or {}
+        if not isinstance(artifacts, dict):
+            artifacts = {"artifacts": artifacts}
+    else:
+        raise TypeError(f"{fn_name}() returned {type(result).__name__}; expected a dict of "
+                        "metrics or an EvaluationResult (metrics, artifacts)")
+    m = {str(k): _plain_metric(v) for k, v in list(metrics.items())[:MAX_KEYS]}
+    a = {str(k): _plain_artifact(v, cap) for k, v in list(artifacts.items())[:MAX_KEYS]}
+    return {"metrics": m, "artifacts": a}
+
+
+def _candidate_source(module):
+    lines = linecache.getlines(getattr(module, "__file__", None) or "candidate.py")
+    if not lines:
+        raise RuntimeError("the candidate's source is not available to the OpenEvolve driver")
+    return "".join(lines)
+
+
+def _fresh_dir(prefix):
+    """A new directory in the run's private scratch (tempfile costs ~10 ms to import here)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    for i in range(1000):
+        path = os.path.join(base, f"{prefix}{os.getpid()}-{i}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError("cannot create a scratch directory")
+
+
+def drive(module, inputs, seed):
+    _install_shim()
+    source = _candidate_source(module)
+    outputs = []
+    for call in inputs:
+        fn_name = call["call"]
+        cap = int(call.get("max_artifact_chars", 20480))
+        eval_dir = _fresh_dir("evaluator-")
+        for name, text in call.get("files", {}).items():
+            if "/" in name or name.startswith("."):
+                continue
+            with open(os.path.join(eval_dir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        program_path = os.path.join(_fresh_dir("program-"), "program" + call.get("suffix", ".py"))
+        with open(program_path, "w", encoding="utf-8") as f:
+            f.write(source)
+        if eval_dir not in sys.path:
+            sys.path.insert(0, eval_dir)
+        os.chdir(eval_dir)
+        path = os.path.join(eval_dir, call["evaluator"])
+        spec = importlib.util.spec_from_file_location("evaluation_module", path)
+        evaluator = importlib.util.module_from_spec(spec)
+        sys.modules["evaluation_module"] = evaluator
+        spec.loader.exec_module(evaluator)
+        fn = getattr(evaluator, fn_name, None)
+        if not callable(fn):
+            raise AttributeError(f"the evaluator does not define {fn_name}(program_path)")
+        outputs.append(_unpack(fn(program_path), fn_name, cap))
+    return outputs
