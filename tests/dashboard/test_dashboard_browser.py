@@ -1,0 +1,182 @@
+"""The dashboard in headless Chromium against a real `evoforge serve` process.
+
+Create a campaign through the form, watch it progress over server-sent events, open a heatmap
+cell, land on the program and see its code and diff; every page at 1280 and 390 px without
+console errors; screenshots under test-artifacts/dashboard/. Skips (with the reason) when
+Playwright or Chromium is missing, unless EVOFORGE_REQUIRE_SERVICES=1 (CI), where it fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.dashboard import browser as B
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WIDTHS = {1280: 900, 390: 844}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_browser():
+    reason = B.missing()
+    if reason:
+        if os.environ.get("EVOFORGE_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"browser required (EVOFORGE_REQUIRE_SERVICES=1): {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with B.chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def server(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with B.serve(f"sqlite:///{tmp_path / 'dash.db'}", home) as url:
+        yield url
+
+
+def shot(page, name: str) -> None:
+    B.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(B.ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_create_watch_open_cell_and_program(server, browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    watch = B.ConsoleWatch(page)
+
+    page.goto(server + "/")
+    page.get_by_text("No campaigns yet").wait_for()
+    shot(page, "campaigns_empty_1280")
+    page.wait_for_selector("#f-task option[value=circle_packing]", state="attached")
+    page.select_option("#f-task", "circle_packing")
+    page.wait_for_selector("#p-n")   # generated from the task's params JSON schema
+    assert page.input_value("#p-n") == "26"
+    page.fill("#p-n", "12")
+    page.fill("#f-name", "browser test")
+    page.fill("#f-budget", "30")
+    page.fill("#f-parallel", "2")
+    page.fill("#f-seed", "3")
+    page.click("#f-submit")
+
+    page.wait_for_url(re.compile(r"/campaigns/\d+$"))
+    cid = int(page.url.rsplit("/", 1)[1])
+    page.evaluate("window.__sameDocument = true")
+    # Progress arrives over SSE, without a reload: watch the evaluation count climb to 30.
+    seen = set()
+    page.wait_for_selector("#c-evals")
+    read = "[document.querySelector('#c-status').textContent, document.querySelector('#c-evals').textContent]"
+    for _ in range(600):
+        status, evals = page.evaluate(read)   # both from the same render
+        seen.add(int(evals.replace(",", "")))
+        if status == "completed":
+            break
+        page.wait_for_timeout(100)
+    assert page.inner_text("#c-status") == "completed"
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+    assert len(seen) >= 2 and max(seen) == 30, seen
+    page.wait_for_function("document.querySelector('#c-live').textContent.includes('completed')")
+    page.wait_for_function("Number(document.querySelector('#heatmaps').dataset.rendered) > 0")
+    page.wait_for_function("Number(document.querySelector('#history-plot').dataset.rendered) > 0")
+    assert page.locator("#history-plot .main-svg").count() > 0      # plotly drew it
+    shot(page, "campaign_1280")
+
+    # Open a heatmap cell whose program has a parent, so the program page has a diff.
+    elites = httpx.get(f"{server}/api/v1/campaigns/{cid}/elites").json()
+    ids = [c["program_id"] for i in elites["islands"] for c in i["cells"]]
+    child = next((p for p in ids if httpx.get(f"{server}/api/v1/programs/{p}").json()["parent_id"]), None)
+    assert child is not None, "no elite with a parent after 30 evaluations"
+    cell = page.locator(f'.hm a[data-program-id="{child}"]').first
+    cell.hover()
+    assert "score" in page.inner_text("#tooltip")
+    cell.click()
+    page.wait_for_url(re.compile(rf"/programs/{child}$"))
+    page.wait_for_selector("#code .hl")
+    assert "def pack_circles" in page.inner_text("#code")
+    page.wait_for_selector("#diff .hl")
+    assert re.search(r"\+\+\+ program \d+", page.inner_text("#diff"))
+    assert page.locator("#lineage a").count() >= 1
+    assert page.is_enabled("#copy-code") and page.is_enabled("#download-code")
+    with page.expect_download() as dl:
+        page.click("#download-code")
+    assert dl.value.suggested_filename == f"program_{child}.py"
+    shot(page, "program_1280")
+    assert watch.errors == []
+    ctx.close()
+
+
+def test_pages_at_both_widths_without_console_errors(server, browser):
+    r = httpx.post(f"{server}/api/v1/campaigns", json={"task": "circle_packing", "params": {"n": 26},
+                                                         "seed": 0, "parallel": 2,
+                                                         "budget": {"max_evaluations": 30}})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    for _ in range(600):
+        c = httpx.get(f"{server}/api/v1/campaigns/{cid}").json()
+        if c["status"] == "completed":
+            break
+        time.sleep(0.2)
+    assert c["status"] == "completed"
+    best = c["best_program_id"]
+    for width, height in WIDTHS.items():
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        page = ctx.new_page()
+        watch = B.ConsoleWatch(page)
+        for path, ready, name in (("/", ".ccard", "campaigns"),
+                                  (f"/campaigns/{cid}", "#heatmaps .hm a", "campaign"),
+                                  (f"/programs/{best}", "#code .hl", "program_best")):
+            resp = page.goto(server + path)
+            assert resp.status == 200, path
+            page.wait_for_selector(ready)
+            page.wait_for_load_state("networkidle")
+            # Nothing wider than the viewport (readable without sideways scrolling).
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{path} overflows by {overflow}px at {width}px"
+            shot(page, f"{name}_{width}")
+        # Keyboard: the first Tab lands on the skip link, and the main actions are real controls.
+        page.goto(server + "/")
+        page.wait_for_selector(".ccard")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.className") == "skip"
+        assert page.locator("#f-submit").evaluate("e => e.tagName") == "BUTTON"
+        assert watch.errors == [], (width, watch.errors)
+        ctx.close()
+
+
+def test_key_prompt_when_the_server_has_keys(tmp_path, browser):
+    home = tmp_path / "home"
+    home.mkdir()
+    db = f"sqlite:///{tmp_path / 'keys.db'}"
+    out = subprocess.run([*B.evoforge_bin(), "apikey", "create", "--project", "team", "--json", "--db", db],
+                         env=dict(os.environ, EVOFORGE_HOME=str(home)), capture_output=True, text=True,
+                         check=True)
+    key = json.loads(out.stdout)["key"]
+    with B.serve(db, home) as url:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#key-dialog[open]")
+        page.fill("#key-input", "evf_wrong")
+        page.click("#key-dialog button[type=submit]")
+        page.get_by_text("Campaigns could not be loaded").wait_for()  # a bad key: a clear error
+        page.click("#auth-state button")
+        page.wait_for_selector("#key-dialog[open]")
+        page.fill("#key-input", key)
+        page.click("#key-dialog button[type=submit]")
+        page.get_by_text("No campaigns yet").wait_for()
+        assert page.evaluate("sessionStorage.getItem('evoforge.apiKey')") == key
+        page.reload()                                   # kept for the session: no second prompt
+        page.get_by_text("No campaigns yet").wait_for()
+        assert not page.is_visible("#key-dialog")
+        shot(page, "campaigns_with_key_1280")
+        ctx.close()

@@ -1,0 +1,143 @@
+"""The dashboard's pages, assets and data endpoints, in-process (no browser needed)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from db.models import EliteCell, Evaluation, Program
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def populate(sessions, programs: int = 40, islands: int = 2):
+    """A campaign with a chain of programs (each the child of the previous), some failures, elites."""
+    from worker.campaigns import create_campaign
+    from worker.spec import CampaignSpec
+
+    c = create_campaign(sessions, CampaignSpec(task="circle_packing", archive={"islands": islands}))
+    rng = random.Random(0)
+    rows = []
+    for i in range(programs):
+        status = "error" if i % 7 == 3 else "ok"
+        rows.append(dict(id=i + 1, campaign_id=c.id, iteration=i, parent_id=i if i else None,
+                         island=i % islands, generation=i, code=c.seed_program + f"\n# v{i}\n",
+                         code_hash=f"{i:064x}", kind="test" if i else "seed", status=status,
+                         score=None if status == "error" else 1.0 + rng.random(), extra={},
+                         model="m1" if i % 2 else None, prompt_tokens=10 * (i % 2),
+                         completion_tokens=5 * (i % 2), cost_usd=0.001 * (i % 2)))
+    with sessions.begin() as s:
+        s.execute(insert(Program), rows)
+        s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key, status=r["status"],
+                                            score=r["score"], metrics={"sum_radii": r["score"] or 0.0},
+                                            features={}, cache="miss",
+                                            artifacts={"stderr": "Traceback: boom"} if r["status"] == "error" else {})
+                                       for r in rows])
+        ok = [r for r in rows if r["status"] == "ok"]
+        s.execute(insert(EliteCell), [dict(campaign_id=c.id, island=r["island"], cell=f"{k},{k % 3}",
+                                           program_id=r["id"], score=r["score"], features={})
+                                      for k, r in enumerate(ok[:8])])
+    return c.id, rows
+
+
+@pytest.fixture
+def client(db_url):
+    from api.app import create_app
+    from db.engine import session_factory
+
+    app = create_app(db_url, broker_url="", open_mode=True, execute=False)
+    with TestClient(app) as c:
+        c.sessions = session_factory(db_url)
+        yield c
+
+
+def test_pages_are_html_shells_without_data(client):
+    for path, marker in (("/", 'id="new-campaign"'), ("/campaigns/7", 'data-campaign-id="7"'),
+                         ("/programs/9", 'data-program-id="9"')):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["content-type"].startswith("text/html")
+        assert marker in r.text
+        assert "http://" not in r.text and "https://" not in r.text  # no CDN, nothing remote
+    r = client.get("/campaigns/not-a-number")
+    assert r.status_code == 404 and "Not found" in r.text
+
+
+def test_assets_are_served_from_the_repository_and_installed_packages(client):
+    page = client.get("/").text
+    for name in ("common.js", "campaigns.js", "dashboard.css", "favicon.svg"):
+        assert f"/dashboard/static/{name}?v=" in page
+        assert client.get(f"/dashboard/static/{name}").status_code == 200
+    plotly = client.get("/dashboard/vendor/plotly.min.js")
+    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
+    assert b"plotly.js" in plotly.content[:2000]
+    css = client.get("/dashboard/pygments.css")
+    assert css.status_code == 200 and ".hl .k" in css.text
+
+
+def test_overview_aggregates(client):
+    cid, rows = populate(client.sessions, programs=40, islands=2)
+    r = client.get(f"/dashboard-api/campaigns/{cid}/overview")
+    assert r.status_code == 200
+    o = r.json()
+    assert o["campaign"]["id"] == cid
+    assert sum(o["statuses"].values()) == 40
+    assert o["statuses"]["error"] == sum(1 for x in rows if x["status"] == "error")
+    assert [i["programs"] for i in o["islands"]] == [20, 20]
+    assert sum(i["elites"] for i in o["islands"]) == 8
+    scored = [(x["iteration"], x["score"]) for x in rows if x["score"] is not None]
+    best = max(s for _, s in scored)
+    assert o["history"]["best"]["y"][-1] == best
+    assert o["history"]["best"]["y"] == sorted(o["history"]["best"]["y"])   # running best never drops
+    assert o["history"]["best"]["x"][-1] == 40                              # flat tail to the latest
+    assert o["history"]["scores"]["total"] == len(scored)
+    m1 = next(m for m in o["models"] if m["model"] == "m1")
+    assert m1["programs"] == 20 and m1["prompt_tokens"] == 200 and m1["completion_tokens"] == 100
+    assert client.get("/dashboard-api/campaigns/999/overview").status_code == 404
+
+    # Later calls extend the cached totals with only the new rows.
+    with client.sessions.begin() as s:
+        s.execute(insert(Program), [dict(id=41, campaign_id=cid, iteration=40, parent_id=40, island=1,
+                                         code="x", kind="test", status="timeout", score=None, extra={}),
+                                    dict(id=42, campaign_id=cid, iteration=41, parent_id=40, island=0,
+                                         code="y", kind="test", status="ok", score=best + 1, extra={})])
+    o2 = client.get(f"/dashboard-api/campaigns/{cid}/overview").json()
+    assert sum(o2["statuses"].values()) == 42 and o2["statuses"]["timeout"] == 1
+    assert [i["programs"] for i in o2["islands"]] == [21, 21]
+    assert o2["history"]["best"]["x"][-1] == 42 and o2["history"]["best"]["y"][-1] == best + 1
+
+
+def test_program_endpoint_highlights_code_and_diff(client):
+    cid, rows = populate(client.sessions, programs=5, islands=1)
+    d = client.get("/dashboard-api/programs/4").json()
+    assert d["program"]["id"] == 4 and d["campaign"]["id"] == cid
+    assert 'class="hl' in d["code_html"] and "pack_circles" in d["code_html"]
+    assert "program 3" in d["diff_html"] and "+# v3" in d["program"]["diff"]
+    assert [a["id"] for a in d["lineage"]["ancestors"]] == [4, 3, 2, 1]
+    assert d["program"]["evaluation"]["artifacts"]["stderr"].startswith("Traceback")
+    seed = client.get("/dashboard-api/programs/1").json()
+    assert seed["diff_html"] is None and seed["program"]["parent_id"] is None
+    assert client.get("/dashboard-api/programs/999").status_code == 404
+
+
+def test_data_endpoints_use_the_api_keys(db_url):
+    from api.app import create_app
+    from db.apikeys import create_key
+    from db.engine import session_factory
+
+    sessions = session_factory(db_url)
+    key_a, _ = create_key(sessions, "a")
+    key_b, _ = create_key(sessions, "b")
+    app = create_app(db_url, broker_url="", execute=False)
+    with TestClient(app) as c:
+        assert c.get("/").status_code == 200                       # pages hold no data: no key
+        created = c.post("/api/v1/campaigns", json={"task": "circle_packing", "budget": {"max_evaluations": 5}},
+                         headers={"Authorization": f"Bearer {key_a}"})
+        assert created.status_code == 201, created.text
+        cid = created.json()["id"]
+        url = f"/dashboard-api/campaigns/{cid}/overview"
+        assert c.get(url).status_code == 401
+        assert c.get(url, headers={"Authorization": f"Bearer {key_b}"}).status_code == 404
+        assert c.get(url, headers={"Authorization": f"Bearer {key_a}"}).status_code == 200
