@@ -24,7 +24,6 @@ CPU slot, and each pool is sized for its own bottleneck.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -54,30 +53,23 @@ def default_sessions() -> sessionmaker[Session]:
 
 
 # -- routing ----------------------------------------------------------------------------------
-_routes: dict[int, tuple[str, bool]] = {}
-_routes_lock = threading.Lock()
-
-
 def route_of(sessions: sessionmaker[Session], campaign_id: int) -> tuple[str, bool]:
-    """(evaluation queue, whether iterations > 0 go through the `llm` queue first)."""
-    with _routes_lock:
-        if campaign_id in _routes:
-            return _routes[campaign_id]
+    """(evaluation queue, whether iterations > 0 go through the `llm` queue first). Read each
+    time (one small query): a cache keyed by id would outlive a deleted campaign whose id
+    SQLite hands out again."""
     with sessions() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None:
-            raise KeyError(f"campaign {campaign_id} not found")
-        task_name, mutator = c.task, (c.config or {}).get("mutator", {}).get("kind", "local")
+        row = s.execute(select(Campaign.task, Campaign.config).where(Campaign.id == campaign_id)).first()
+    if row is None:
+        raise KeyError(f"campaign {campaign_id} not found")
+    task_name, config = row
+    mutator = (config or {}).get("mutator", {}).get("kind", "local")
     try:
         from evaluators.base import get_task
 
         gpu = bool(get_task(task_name).resources.gpu)
     except KeyError:
         gpu = False
-    route = ("gpu" if gpu else "eval", mutator == "llm")
-    with _routes_lock:
-        _routes[campaign_id] = route
-    return route
+    return ("gpu" if gpu else "eval", mutator == "llm")
 
 
 def send_iteration(sessions: sessionmaker[Session], campaign_id: int, iteration: int) -> None:

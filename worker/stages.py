@@ -22,22 +22,28 @@ from evolution.step import Committed, Selection, iteration_rng, run_iteration
 from evolution.types import Mutation, ProgramRef
 from worker.runtime import Runtime
 
-_runtimes: OrderedDict[int, Runtime] = OrderedDict()
+_runtimes: OrderedDict[tuple, Runtime] = OrderedDict()
 _runtimes_lock = threading.Lock()
 MAX_RUNTIMES = 32
 
 
 def runtime(sessions: sessionmaker[Session], campaign_id: int) -> Runtime:
     """One Runtime per campaign per worker process (its store caches programs, its LLM
-    ensemble keeps its statistics). Runtimes are thread-safe: the embedded executor shares one."""
+    ensemble keeps its statistics). Runtimes are thread-safe: the embedded executor shares one.
+    Keyed by database, id and creation time: SQLite may hand a deleted campaign's id out again."""
+    with sessions() as s:
+        created = s.scalar(select(Campaign.created_at).where(Campaign.id == campaign_id))
+    if created is None:
+        raise KeyError(f"campaign {campaign_id} not found")
+    key = (str(sessions.kw.get("bind").url), campaign_id, created.isoformat())
     with _runtimes_lock:
-        rt = _runtimes.get(campaign_id)
+        rt = _runtimes.get(key)
         if rt is not None:
-            _runtimes.move_to_end(campaign_id)
+            _runtimes.move_to_end(key)
             return rt
     rt = Runtime.for_campaign(sessions, campaign_id)
     with _runtimes_lock:
-        rt = _runtimes.setdefault(campaign_id, rt)
+        rt = _runtimes.setdefault(key, rt)
         while len(_runtimes) > MAX_RUNTIMES:
             _runtimes.popitem(last=False)
     return rt

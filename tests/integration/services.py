@@ -247,3 +247,16 @@ def tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
+
+
+def use_broker(url: str) -> None:
+    """Point this process's Celery producer at `url` with fresh connections. The pool caches the
+    queues it declared per connection; after a test flushed Redis (bindings gone) a cached
+    connection would publish into nowhere."""
+    from kombu import pools
+
+    from worker.celery_app import app
+
+    app.conf.broker_url = url
+    pools.reset()       # closes and forgets every producer/connection pool of this process
+    app._after_fork()   # the app's cached pools

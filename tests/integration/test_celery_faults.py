@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
-    ROOT, evoforge_env, free_port, pg_url, postgres_server, redis_server, redis_url,
+    ROOT, evoforge_env, free_port, pg_url, postgres_server, redis_server, redis_url, use_broker,
     start_evoforge, start_worker, stop_process, tail, wait_for, wait_port)
 from worker.campaigns import create_campaign
 from worker.spec import CampaignSpec
@@ -38,9 +38,8 @@ STALE_S = 12
 class Cluster:
     def __init__(self, tmp: Path, db_url: str, broker_url: str):
         from db.engine import session_factory
-        from worker.celery_app import app
 
-        app.conf.broker_url = broker_url  # this process only sends messages
+        use_broker(broker_url)  # this process only sends messages
         self.tmp, self.db_url, self.broker_url = tmp, db_url, broker_url
         self.sessions = session_factory(db_url)
         self.env = evoforge_env(db_url, broker_url, EVOFORGE_VISIBILITY_TIMEOUT_S=VISIBILITY_S)
@@ -153,7 +152,12 @@ def test_redis_restart_mid_campaign(cluster, redis_server):
         assert proc.poll() is None, f"worker {name} died:\n{tail(cluster.log(name))}"
 
 
+PERTURB_LLM = Path("/work/shared/tools/perturb_llm.py")
+
+
 def test_llm_endpoint_down_then_back(cluster, tmp_path):
+    if not PERTURB_LLM.exists():
+        pytest.skip(f"the stand-in LLM server {PERTURB_LLM} is not available")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     cluster.start_worker("llm", queues="llm", concurrency=2)
@@ -164,14 +168,11 @@ def test_llm_endpoint_down_then_back(cluster, tmp_path):
     cid = _campaign(cluster, evals=12, parallel=2,
                     mutator={"kind": "llm", "base_url": base_url, "models": [{"name": "perturb"}]})
     wait_for(lambda: cluster.state(cid).evaluations >= 1, 60, what="the seed evaluation")
-    time.sleep(6)  # the endpoint stays down: LLM calls fail and retry meanwhile
+    time.sleep(6)  # nothing listens on the port yet: LLM calls fail and back off meanwhile
     before = cluster.state(cid).evaluations
-    llm = subprocess.Popen([sys.executable, "/work/shared/tools/perturb_llm.py", "--port", str(port),
-                            "--seed", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
-        if Path("/work/shared/tools/perturb_llm.py").exists() else None
-    fake = None
-    if llm is None:  # the loopback fake from tests/llm, on the same port
-        pytest.skip("perturb_llm.py stand-in not available")
+    assert before < 12
+    llm = subprocess.Popen([sys.executable, str(PERTURB_LLM), "--port", str(port), "--seed", "0"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc=llm)
         cluster.wait_done(cid, 150)
@@ -181,13 +182,9 @@ def test_llm_endpoint_down_then_back(cluster, tmp_path):
     with cluster.sessions() as s:
         kinds = dict(s.execute(select(Program.iteration, Program.kind)
                                .where(Program.campaign_id == cid)).all())
-        llm_programs = s.scalar(select(func.count()).select_from(Program).where(
-            Program.campaign_id == cid, Program.kind == "llm:diff"))
     assert kinds[0] == "seed"
-    assert before < 12
-    assert llm_programs >= 1, kinds
+    assert sum(k == "llm:diff" for k in kinds.values()) >= 1, kinds
     assert kinds[max(kinds)] != "seed"
-    # the LLM step really ran on the llm queue, the evaluation on eval
+    # the LLM step ran on the llm worker, the evaluation on the eval worker
     assert "evoforge.mutate[" in tail(cluster.log("llm"), 1_000_000)
     assert "evoforge.evaluate[" in tail(cluster.log("eval"), 1_000_000)
-    assert fake is None

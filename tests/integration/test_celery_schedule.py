@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
-    evoforge_env, redis_server, redis_url, start_worker, stop_process, tail, wait_for)
+    evoforge_env, redis_server, redis_url, start_worker, stop_process, tail, use_broker, wait_for)
 from worker.schedule import due, tick
 
 UTC = timezone.utc
@@ -51,14 +51,13 @@ def test_seconds_field_cron():
 def test_schedule_slices_run_on_the_same_archive(tmp_path, redis_url):
     from db.engine import session_factory, upgrade
     from worker.campaigns import create_campaign
-    from worker.celery_app import app
     from worker.dispatch import enqueue_campaign
     from worker.spec import CampaignSpec
 
     db_url = f"sqlite:///{tmp_path / 'sched.db'}"
     upgrade(db_url)
     sessions = session_factory(db_url)
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     log = tmp_path / "worker.log"
     proc = start_worker(evoforge_env(db_url, redis_url), log, queues="eval", concurrency=2)
     try:
@@ -79,7 +78,11 @@ def test_schedule_slices_run_on_the_same_archive(tmp_path, redis_url):
         assert tick(sessions, first - timedelta(seconds=1)) == []
         assert tick(sessions, first) == [cid]
         assert tick(sessions, first + timedelta(seconds=30)) == []     # one slice per trigger
-        wait_for(lambda: status().status == "completed", 90, what="first slice")
+        try:
+            wait_for(lambda: status().status == "completed", 90, what="first slice")
+        except TimeoutError:
+            c = status()
+            raise AssertionError((c.status, c.evaluations, c.iterations_reserved, c.max_evaluations, c.error))
         assert status().evaluations == 6
         best_1 = status().best_score
 
