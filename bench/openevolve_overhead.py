@@ -105,8 +105,7 @@ def run_openevolve(program: Path, evaluator: Path, config: Path, iterations: int
     if programs:
         ckpt = max({p.parent.parent for p in programs}, key=lambda d: int(d.name.split("_")[-1]))
         rows = [json.loads(p.read_text()) for p in ckpt.glob("programs/*.json")]
-        res["programs_saved"] = len(rows)
-        res["evaluations"] = len(rows)
+        res["programs_kept"] = len(rows)  # its population after the run, not its evaluations
         res["timestamps"] = sorted(float(r["timestamp"]) for r in rows if r.get("timestamp"))
     return res
 
@@ -126,7 +125,7 @@ def run_evoforge(program: Path, evaluator: Path, config: Path, iterations: int, 
         res["stderr_tail"] = proc.stderr[-2000:]
         return res
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    res.update({k: summary.get(k) for k in ("campaign_id", "evaluations", "best_score", "seed_score",
+    res.update({k: summary.get(k) for k in ("campaign_id", "status", "error", "evaluations", "best_score", "seed_score",
                                             "sandbox_runs", "cache_hits", "failures", "rejected",
                                             "elapsed_s", "tokens")})
     with sqlite3.connect(db) as con:
@@ -177,6 +176,7 @@ def main() -> None:
     print(f"framework overhead: {args.problem.name}, {args.iterations} iterations, "
           f"{args.parallel} parallel, stand-in LLM seed {args.llm_seed}")
     print(f"{'system':12s} {'wall_s':>8s} {'evals':>6s} {'best':>8s}  per-100 (first / second / last)")
+    print("  (openevolve's evals: not reported by it; its per-100 timing needs saved programs)")
     for r in results:
         w = windows(r.get("timestamps") or [])
         per = (f"{w['first_100_s']:.2f} / {w['second_100_s']:.2f} / {w['last_100_s']:.2f} s "
