@@ -139,7 +139,10 @@ def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:
             raise click.ClickException(f"invalid campaign: {exc}") from None
+    from worker.campaigns import mutation_stats
+
     result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
+    result.update(mutation_stats(sessions, campaign_id))
     if as_json:
         _emit_json(result)
     else:
@@ -188,6 +191,8 @@ def _print_summary(r: dict[str, Any]) -> None:
     click.echo(f"  evaluations {r['evaluations']}  sandbox runs {r['sandbox_runs']}  cache hits "
                f"{r['cache_hits']}  failures {r['failures']}  tokens {r['tokens']}  cost ${r['cost_usd']}")
     click.echo(f"  seed score {r['seed_score']}  best score {r['best_score']}  (program {r['best_program_id']})")
+    if "edits_applied" in r:
+        click.echo(f"  edits applied {r['edits_applied']}  rejected {r['edits_rejected']}")
     if r.get("error"):
         click.echo(f"  error: {r['error']}")
     click.echo(f"  best program: evoforge best {r['campaign_id']} --out best.py")

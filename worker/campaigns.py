@@ -65,3 +65,23 @@ def spec_of(c: Campaign) -> CampaignSpec:
     cfg = {k: v for k, v in (c.config or {}).items() if k in CampaignSpec.model_fields}
     cfg["archive"] = {k: v for k, v in cfg.get("archive", {}).items() if k != "dims"}
     return CampaignSpec.model_validate(cfg)
+
+
+def mutation_stats(sessions: sessionmaker[Session], campaign_id: int) -> dict[str, Any]:
+    """How the campaign's programs were made: edits applied vs rejected, by mutation kind."""
+    from sqlalchemy import func, select
+
+    from db.models import Program
+
+    with sessions() as s:
+        rows = s.execute(select(Program.kind, Program.code.is_not(None), func.count())
+                         .where(Program.campaign_id == campaign_id)
+                         .group_by(Program.kind, Program.code.is_not(None))).all()
+    by_kind: dict[str, dict[str, int]] = {}
+    for kind, has_code, n in rows:
+        entry = by_kind.setdefault(kind, {"applied": 0, "rejected": 0})
+        entry["applied" if has_code else "rejected"] += n
+    mutations = {k: v for k, v in by_kind.items() if k not in ("seed", "eval")}
+    return {"edits_applied": sum(v["applied"] for v in mutations.values()),
+            "edits_rejected": sum(v["rejected"] for v in mutations.values()),
+            "mutations": by_kind}

@@ -130,3 +130,31 @@ def test_ctrl_c_pauses_cleanly_and_resume_continues(home):
     resumed = last_json(cli("run", "circle_packing", "--resume", str(summary["campaign_id"]),
                             "--iterations", "5", "--json", home=home))
     assert resumed["status"] == "completed" and resumed["evaluations"] == done + 5
+
+
+def test_run_with_the_stand_in_llm_applies_and_counts_edits(home, tmp_path):
+    import socket
+    import time
+
+    stand_in = ROOT.parent / "shared/tools/perturb_llm.py"
+    if not stand_in.exists():
+        pytest.skip("the stand-in LLM (../shared/tools/perturb_llm.py) is not beside the checkout")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(stand_in), "--port", str(port), "--seed", "0"])
+    try:
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        out = last_json(cli("run", "circle_packing", "--llm-base-url", f"http://127.0.0.1:{port}/v1",
+                            "--model", "perturb", "--iterations", "40", "--parallel", "2", "--seed", "0",
+                            "--json", home=home))
+    finally:
+        server.kill()
+    assert out["status"] == "completed" and out["evaluations"] == 41
+    assert out["edits_applied"] > 20 and out["mutations"]["llm:diff"]["applied"] == out["edits_applied"]
+    assert out["tokens"] == 120 * 40          # the stand-in reports 120 tokens per call
+    assert out["best_score"] >= out["seed_score"]
