@@ -91,7 +91,7 @@ def parse_params(task: Task, raw: dict[str, Any]) -> BaseModel:
     """Validate user params (strings from the CLI are coerced by Pydantic). Unknown names are
     an error, never silently dropped."""
     unknown = sorted(set(raw) - set(task.Params.model_fields))
-    if unknown and task.Params.model_config.get("extra") != "forbid":  # else Pydantic says so
+    if unknown:
         known = ", ".join(task.Params.model_fields) or "none"
         raise ValueError(f"unknown param(s) {', '.join(unknown)} for task {task.name!r} (known: {known})")
     return task.Params.model_validate(raw)
