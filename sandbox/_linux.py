@@ -1,4 +1,5 @@
-"""Thin ctypes wrappers over the Linux calls Python 3.11 lacks: unshare, mount, pivot_root, prctl.
+"""Thin ctypes wrappers over the Linux calls Python 3.11 lacks: unshare, setns, mount,
+pivot_root, prctl.
 
 Trusted code only (the fork-server, its supervisors and the subprocess runner's pre-exec hook).
 Every wrapper raises OSError with errno on failure.
@@ -37,6 +38,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
@@ -54,6 +56,11 @@ def _b(s: str | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace behind `fd` (for CLONE_NEWPID: the one our next children get)."""
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,

@@ -1,12 +1,14 @@
 """ForkServerSandbox: the default runner. A warm server forks one isolated child per candidate.
 
-    client (worker process)          server (warm, numpy imported, private root)
-    run() --socketpair end + limits--> fork supervisor S (per run)
-                                        S: unshare(mount, pid, net, ipc); tmpfs /tmp
-                                        S: fork C = PID 1 of the new pid namespace
-                                           C: /proc, rlimits, clean env, drop to uid 600xx,
-                                              no_new_privs, harness.run_request -> fd 3
-                                        S: wall clock (SIGKILL C = kill the namespace),
+    client (worker process)          server (warm, numpy imported, private root, supervisor of
+                                             every run in one poll loop)
+    run() --socketpair end + limits--> unshare(pid); fork C ahead of time; setns(own pid ns)
+                                        C: PID 1 of the new pid namespace; closes the server's
+                                           fds; unshare(mount, ipc, net); /proc; waits for a job
+                                        job -> C: reads the request from the client's socket,
+                                           tmpfs /tmp, rlimits, clean env, drop to uid 600xx,
+                                           no_new_privs, harness.run_request -> fd 3
+                                        server: wall clock (SIGKILL C = kill the namespace),
                                            64 KiB stdout/stderr tails, result from fd 3
     <---------- header JSON + raw result over the socketpair --------------
     build_result() -> RunResult (outputs decoded by trusted code)
@@ -14,7 +16,8 @@
 Requests travel over a per-run socketpair whose end is passed with SCM_RIGHTS, so concurrent
 run() calls from threads are independent. The server itself starts with a scrubbed environment
 (no secrets in its memory) and pivot_roots once into a read-only view holding only what Python
-needs. If the server dies, the next run() starts a new one.
+needs. One fork per run (see docs/sandbox.md for the measurements). If the server dies, its
+candidates die with it and the next run() starts a new one.
 """
 from __future__ import annotations
 
@@ -198,6 +201,10 @@ def _userns_available() -> bool:
 # =============================================================================== server
 
 
+POOL_SIZE = 2            # candidates forked ahead, waiting for a job
+_GRACE_S = 0.25          # a candidate that closed its channels without a result may still exit
+
+
 def serve(ctl_fd: int) -> None:
     """Server main: runs in its own interpreter with a scrubbed environment."""
     from sandbox import _linux as L
@@ -218,10 +225,13 @@ def serve(ctl_fd: int) -> None:
         from sandbox import harness  # noqa: F401
         from sandbox import _fsview
 
+        # Our own pid namespace, to return to after each per-candidate unshare(CLONE_NEWPID).
+        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         L.unshare(L.CLONE_NEWNS)
         _fsview.enter_private_root()
         harness.run_request({"code": "def f():\n    return 1\n", "entrypoint": "f",
                              "inputs": [{}]})  # warm up lazy imports and caches
+        server = _Server(ctl, own_pidns)
         gc.collect()
         gc.freeze()  # children's GC never touches (copies) the server's objects
         gc.disable()
@@ -229,186 +239,371 @@ def serve(ctl_fd: int) -> None:
         ctl.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         os._exit(1)
     ctl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
-    children: set[int] = set()
-    pool: list[tuple[int, socket.socket]] = []  # pre-forked, idle supervisors
-    while True:
-        while len(pool) < POOL_SIZE:
+    server.loop()
+
+
+class _Candidate:
+    """A candidate process C forked ahead: PID 1 of its own pid namespace, waiting for a job."""
+
+    __slots__ = ("pid", "pidfd", "job", "out_r", "err_r", "res_r")
+
+    def __init__(self, pid, pidfd, job, out_r, err_r, res_r):
+        self.pid, self.pidfd, self.job = pid, pidfd, job
+        self.out_r, self.err_r, self.res_r = out_r, err_r, res_r
+
+    def close_pipes(self) -> None:
+        for fd in (self.out_r, self.err_r, self.res_r):
             try:
-                pool.append(_spawn_supervisor(ctl, pool))
+                os.close(fd)
             except OSError:
-                break
-            children.add(pool[-1][0])
-        ready, _, _ = select.select([ctl], [], [], 1.0)
-        _reap(children)
-        pool = [(pid, sock) for pid, sock in pool if pid in children or sock.close()]
-        if not ready:
-            continue
+                pass
+
+
+class _Run:
+    """One job in flight: its candidate, the client's socket, the clock and capped buffers."""
+
+    def __init__(self, cand: _Candidate, client: socket.socket, limits: Limits):
+        self.cand, self.client, self.limits = cand, client, limits
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + limits.timeout_s
+        self.bufs = {cand.out_r: bytearray(), cand.err_r: bytearray(), cand.res_r: bytearray()}
+        self.caps = {cand.out_r: TAIL_BYTES, cand.err_r: TAIL_BYTES, cand.res_r: RESULT_CAP}
+        self.cut = {cand.out_r: False, cand.err_r: False, cand.res_r: False}
+        self.open_fds = set(self.bufs)
+        self.timed_out = self.exited = self.closed = False
+        self.grace_until: float | None = None
+        self.status, self.cpu_s = 0, 0.0
+        self.answer: memoryview | None = None  # header + result, being written to the client
+
+
+class _Server:
+    """The server is also every run's supervisor: one poll loop, no thread and no extra fork.
+
+    Per run it forks exactly one process (C, forked ahead of time); C creates its own mount, ipc
+    and network namespaces and mounts its /proc before it waits for a job. The server enforces
+    the wall clock, keeps capped stdout/stderr tails, reads the result from C's private pipe,
+    answers the client and SIGKILLs C (= the whole pid namespace).
+    """
+
+    def __init__(self, ctl: socket.socket, own_pidns: int):
+        self.ctl, self.own_pidns = ctl, own_pidns
+        self.poller = select.poll()
+        self.poller.register(ctl, select.POLLIN)
+        self.idle: list[_Candidate] = []
+        self.by_fd: dict[int, tuple[str, Any]] = {}   # polled fd -> (kind, run or candidate)
+        self.runs: set[_Run] = set()
+        self.served = 0
+
+    # -- main loop
+
+    def loop(self) -> None:
+        while True:
+            timeout_ms = self._next_timeout_ms()
+            if len(self.idle) < POOL_SIZE:
+                timeout_ms = 0  # refill the pool, but only once nothing else is waiting
+            events = self.poller.poll(timeout_ms)
+            if not events and len(self.idle) < POOL_SIZE:
+                try:
+                    self._fork_candidate()
+                except OSError:
+                    time.sleep(0.05)  # out of processes or memory: try again later
+            # Snapshot what each fd meant when poll answered: handling one event may close an
+            # fd and a later one in this batch may reuse its number for something else.
+            batch = [(fd, self.by_fd.get(fd)) for fd, _ev in events]
+            for fd, entry in batch:
+                if fd == self.ctl.fileno():
+                    self._accept()
+                elif entry is not None and self.by_fd.get(fd) is entry:
+                    self._event(fd, *entry)
+            self._check_clocks()
+
+    def _next_timeout_ms(self) -> int:
+        if not self.runs:
+            return 60_000
+        nxt = None
+        for run in self.runs:
+            if run.answer is not None:
+                continue
+            for t in (run.deadline if not run.timed_out else None, run.grace_until):
+                if t is not None and not run.closed and (nxt is None or t < nxt):
+                    nxt = t
+        if nxt is None:
+            return 1000
+        return max(0, int((nxt - time.monotonic()) * 1000) + 1)
+
+    def _event(self, fd: int, kind: str, obj: Any) -> None:
+        if kind == "idle":  # an idle candidate died (killed from outside?): forget it
+            self._unwatch(fd)
+            self.idle.remove(obj)
+            obj.job.close()
+            obj.close_pipes()
+            self._reap_now(obj)
+        elif kind == "exit":
+            obj.exited = True
+            self._unwatch(fd)
+            self._progress(obj)
+        elif kind == "pipe":
+            self._drain(obj, fd)
+            self._progress(obj)
+        elif kind == "client":
+            self._send_answer(obj)
+        elif kind == "dying":  # a namespace we killed after answering is gone: reap it
+            self._unwatch(fd)
+            try:
+                os.waitpid(obj, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            os.close(fd)
+
+    def _watch(self, fd: int, kind: str, obj: Any, events: int = select.POLLIN) -> None:
+        self.by_fd[fd] = (kind, obj)
+        self.poller.register(fd, events)
+
+    def _unwatch(self, fd: int) -> None:
+        if self.by_fd.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    # -- candidates
+
+    def _fork_candidate(self) -> None:
+        from sandbox import _linux as L
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, result
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctl, 65536, 4)
+            L.unshare(L.CLONE_NEWPID)  # only our next child enters the new pid namespace
+            pid = os.fork()
+        except BaseException:
+            L.setns(self.own_pidns, L.CLONE_NEWPID)
+            for fd in [ours.detach(), theirs.detach()] + [fd for p in pipes for fd in p]:
+                os.close(fd)
+            raise
+        if pid == 0:
+            try:
+                _candidate_main(theirs.detach(), [w for _r, w in pipes])
+            finally:
+                os._exit(70)
+        L.setns(self.own_pidns, L.CLONE_NEWPID)  # later children: back in our pid namespace
+        theirs.close()
+        for _r, w in pipes:
+            os.close(w)
+        for r, _w in pipes:
+            os.set_blocking(r, False)
+        pidfd = os.pidfd_open(pid)
+        cand = _Candidate(pid, pidfd, ours, *(r for r, _w in pipes))
+        self.idle.append(cand)
+        self._watch(pidfd, "idle", cand)
+
+    def _reap_now(self, cand: _Candidate) -> None:
+        try:
+            os.waitpid(cand.pid, 0)
+        except ChildProcessError:
+            pass
+        os.close(cand.pidfd)
+
+    # -- jobs
+
+    def _accept(self) -> None:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 4)
         except OSError:
             os._exit(0)
         if not msg:
-            os._exit(0)  # the client went away
+            os._exit(0)  # the client went away: our candidates follow (PDEATHSIG)
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            continue
+            return
+        client = socket.socket(fileno=fds[0])
+        try:
+            limits = Limits(**json.loads(msg)["limits"])
+        except (ValueError, TypeError, KeyError):
+            client.close()
+            return
         while True:
-            if not pool:
+            if not self.idle:
                 try:
-                    pool.append(_spawn_supervisor(ctl, pool))
-                    children.add(pool[-1][0])
+                    self._fork_candidate()
                 except OSError:
-                    break
-            pid, sock = pool.pop(0)
-            try:
-                socket.send_fds(sock, [msg], fds)
-                sock.close()
+                    client.close()  # the client sees no answer and retries once
+                    return
+            cand = self.idle.pop(0)
+            self._unwatch(cand.pidfd)
+            try:  # the job: header + the client's socket, from which C reads the request
+                socket.send_fds(cand.job, [msg], [client.fileno()])
                 break
-            except OSError:  # that supervisor died while idle: use another
-                sock.close()
-        os.close(fds[0])
+            except OSError:  # it died while idle: use another
+                cand.job.close()
+                cand.close_pipes()
+                self._reap_now(cand)
+        cand.job.close()
+        run = _Run(cand, client, limits)
+        self.runs.add(run)
+        self._watch(cand.pidfd, "exit", run)
+        for fd in run.bufs:
+            self._watch(fd, "pipe", run)
+        self.served += 1
+        if self.served % 256 == 0:
+            gc.collect()  # the server runs with gc disabled; collect its own cycles now and then
 
+    def _drain(self, run: _Run, fd: int) -> None:
+        buf, cap = run.bufs[fd], run.caps[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                run.open_fds.discard(fd)
+                self._unwatch(fd)
+                return
+            buf += chunk
+            if len(buf) > cap:
+                run.cut[fd] = True
+                if cap == TAIL_BYTES:
+                    del buf[:len(buf) - cap]  # keep the tail of stdout/stderr
+                else:
+                    buf.clear()  # an oversized result is discarded entirely
 
-POOL_SIZE = 2
+    def _check_clocks(self) -> None:
+        now = time.monotonic()
+        for run in list(self.runs):
+            if run.answer is not None:
+                continue
+            if not run.timed_out and not run.exited and now >= run.deadline:
+                run.timed_out = True
+                os.kill(run.cand.pid, signal.SIGKILL)
+            if run.grace_until is not None and not run.closed and now >= run.grace_until:
+                os.kill(run.cand.pid, signal.SIGKILL)
+                run.closed = True
+            self._progress(run)
 
+    def _progress(self, run: _Run) -> None:
+        """Decide whether `run` is complete; if so, answer its client."""
+        if run.answer is not None:
+            return
+        if run.open_fds and not run.exited:
+            return
+        if not run.open_fds and not run.exited and not run.closed:
+            # Every channel is closed: C is exiting, or closed them itself. With a result in
+            # hand, kill the namespace and answer without waiting for the teardown; without
+            # one, give C a moment to exit by itself so a crash is reported as such.
+            if run.bufs[run.cand.res_r]:
+                os.kill(run.cand.pid, signal.SIGKILL)
+                run.closed = True
+            elif run.grace_until is None:
+                run.grace_until = time.monotonic() + _GRACE_S
+                return
+            else:
+                return
+        if run.exited:
+            for fd in list(run.open_fds):  # the namespace is dead: only leftovers remain
+                self._drain(run, fd)
+                run.open_fds.discard(fd)
+                self._unwatch(fd)
+        elif run.open_fds:
+            return
+        self._finish(run)
 
-def _spawn_supervisor(ctl: socket.socket, pool: list) -> tuple[int, socket.socket]:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
+    def _finish(self, run: _Run) -> None:
+        cand, duration_s = run.cand, time.monotonic() - run.t0
+        status, cpu_s = 0, 0.0
+        if run.exited:
+            try:
+                _, status, usage = os.wait4(cand.pid, 0)
+                cpu_s = usage.ru_utime + usage.ru_stime
+            except ChildProcessError:
+                pass
+            os.close(cand.pidfd)
+        else:  # answered early: killed above; reaped when the namespace is gone
+            self._unwatch(cand.pidfd)
+            self._watch(cand.pidfd, "dying", cand.pid)
+        if run.closed and not run.bufs[cand.res_r] and not run.timed_out:
+            status = 0  # killed by us because it closed its channels: report that, not SIGKILL
+        for fd in run.bufs:
+            self._unwatch(fd)
+        cand.close_pipes()
+        if os.WIFSIGNALED(status):
+            exit_kind, exit_value = "signal", os.WTERMSIG(status)
+        else:
+            exit_kind, exit_value = "code", os.WEXITSTATUS(status)
+        out_r, err_r, res_r = cand.out_r, cand.err_r, cand.res_r
+        info = {"timed_out": run.timed_out, "exit_kind": exit_kind, "exit_value": exit_value,
+                "cpu_s": cpu_s, "duration_s": duration_s,
+                "stdout": tail_text(run.bufs[out_r], run.cut[out_r]),
+                "stderr": tail_text(run.bufs[err_r], run.cut[err_r]),
+                "raw_oversize": run.cut[res_r]}
+        raw = bytes(run.bufs[res_r]) if not run.cut[res_r] else b""
+        head = json.dumps(info).encode()
+        run.answer = memoryview(_HDR.pack(len(head)) + head + raw)
+        run.bufs = {}
+        run.client.setblocking(False)
+        self._watch(run.client.fileno(), "client", run, select.POLLOUT)
+        self._send_answer(run)
+
+    def _send_answer(self, run: _Run) -> None:
         try:
-            ctl.close()
-            ours.close()
-            for _pid, sock in pool:
-                sock.close()
-            _supervise(theirs)
-            code = 0
-        finally:
-            os._exit(code)
-    theirs.close()
-    return pid, ours
+            while run.answer:
+                run.answer = run.answer[run.client.send(run.answer):]
+        except BlockingIOError:
+            return
+        except OSError:
+            pass  # the client gave up waiting
+        self._unwatch(run.client.fileno())
+        run.client.close()
+        self.runs.discard(run)
 
 
-def _reap(children: set[int]) -> None:
-    for pid in list(children):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            children.discard(pid)
+# =============================================================================== candidate
 
 
-# =============================================================================== supervisor
-
-
-def _supervise(job: socket.socket) -> None:
-    """S: prepares namespaces and a waiting C ahead of time, then serves exactly one run."""
+def _candidate_main(job_fd: int, writers: list[int]) -> None:
+    """C, just forked by the server as PID 1 of a new pid namespace: set up, wait for a job."""
     from sandbox import _linux as L
 
     L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
-    L.unshare(L.CLONE_NEWNS | L.CLONE_NEWPID | L.CLONE_NEWNET | L.CLONE_NEWIPC)
-    go_r, go_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            job.close()
-            # Lift the sources above 4 first so no dup2 below clobbers another source.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (out_w, err_w, res_w, go_r)]
-            for target, fd in zip((1, 2, 3, 4), high):
-                os.dup2(fd, target)
-            _candidate_wait()
-        except BaseException:  # noqa: BLE001 - set-up failed: say why on stderr
-            try:
-                import traceback
-
-                os.write(2, traceback.format_exc().encode()[-2000:])
-            except BaseException:  # noqa: BLE001
-                pass
-        finally:
-            os._exit(70)
-    for fd in (out_w, err_w, res_w, go_r):
-        os.close(fd)
+    # Lift the sources above 4 first so no dup2 below clobbers another source; then keep
+    # only 0-4: every other fd of the server (other runs' sockets and pipes) is closed.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in writers + [job_fd]]
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    for target, fd in zip((1, 2, 3, 4), high):
+        os.dup2(fd, target)
+    os.closerange(5, 1 << 20)
     try:
-        msg, fds, _flags, _addr = socket.recv_fds(job, 65536, 4)
-    except OSError:
-        msg, fds = b"", []
+        os.setsid()
+        # Our own mount, ipc and network namespaces (the pid namespace came with the fork).
+        L.unshare(L.CLONE_NEWNS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
+        L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+        for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.alarm(0)
+        os.environ.clear()
+        os.environ.update(CLEAN_ENV)
+        from sandbox import harness
+
+        harness.address_space_bytes()  # measured now, off the critical path
+        job = socket.socket(fileno=4)
+        msg, fds, _flags, _addr = socket.recv_fds(job, 65536, 1)
+    except BaseException:  # noqa: BLE001 - set-up failed: say why on stderr
+        import traceback
+
+        os.write(2, traceback.format_exc().encode()[-2000:])
+        os._exit(70)
     if not msg or len(fds) != 1:
-        os.kill(pid, signal.SIGKILL)
-        return  # the server went away while we were idle
+        os._exit(0)  # the server went away while we were idle
     job.close()
-    sock = socket.socket(fileno=fds[0])
+    client = socket.socket(fileno=fds[0])
     header = json.loads(msg)
     limits = Limits(**header["limits"])
     uid = int(header["uid"])
-    signal.alarm(int(limits.timeout_s) + 120)  # last resort: S dies, C follows (PDEATHSIG)
-    request = _recv_all(sock, 1 << 30)
+    request = _recv_all(client, 1 << 30)
+    client.close()  # the answer goes back through the server only
     L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
             f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
-    t0 = time.monotonic()
-    head = json.dumps({"uid": uid, "limits": header["limits"]}).encode()
-    try:
-        _write_all(go_w, _HDR.pack(len(head)) + head + request)
-    except OSError:
-        pass  # C died; _watch reports it
-    os.close(go_w)
-    del request
-    info, raw = _watch(pid, out_r, err_r, res_r, limits, t0)
-    head = json.dumps(info).encode()
-    try:
-        sock.sendall(_HDR.pack(len(head)) + head + raw)
-    except OSError:
-        pass
-    sock.close()
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _candidate_wait() -> None:
-    """C before its job: PID 1 of the new namespaces, /proc mounted, waiting on fd 4."""
-    from sandbox import _linux as L
-    from sandbox import harness
-
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.closerange(5, 1 << 16)
-    os.setsid()
-    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
-    L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
-    for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.alarm(0)
-    os.environ.clear()
-    os.environ.update(CLEAN_ENV)
-    harness.address_space_bytes()  # measured now, off the critical path
-    blob = bytearray()
-    while True:
-        chunk = os.read(4, 1 << 20)
-        if not chunk:
-            break
-        blob += chunk
-    os.close(4)
-    if len(blob) < _HDR.size:
-        os._exit(0)
-    (n,) = _HDR.unpack_from(blob)
-    header = json.loads(bytes(blob[_HDR.size:_HDR.size + n]))
-    request = bytes(blob[_HDR.size + n:])
-    del blob
-    _candidate(request, Limits(**header["limits"]), int(header["uid"]))
+    _candidate(request, limits, uid)
 
 
 def _candidate(request: bytes, limits: Limits, uid: int) -> None:
@@ -416,12 +611,13 @@ def _candidate(request: bytes, limits: Limits, uid: int) -> None:
     from sandbox import _linux as L
     from sandbox import harness
 
-    os.chdir("/tmp")  # the scratch tmpfs S mounted for this run
+    os.chdir("/tmp")  # the scratch tmpfs mounted for this run
     harness.apply_limits(limits.rlimits())
     harness.drop_privileges(uid, uid)
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change: set it again
     L.prctl(L.PR_SET_DUMPABLE, 0)
+    gc.enable()  # the server's frozen objects stay out of the candidate's collections
     try:
         req = json.loads(request)
         del request
@@ -441,95 +637,3 @@ def _candidate(request: bytes, limits: Limits, uid: int) -> None:
             break
     os.closerange(0, 4)  # EOF on every channel tells the supervisor the answer is complete
     os._exit(0)
-
-
-def _watch(pid: int, out_r: int, err_r: int, res_r: int, limits: Limits,
-           t0: float) -> tuple[dict, bytes]:
-    """Wait for C with the wall-clock limit; drain its pipes into capped buffers."""
-    pidfd = os.pidfd_open(pid)
-    bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-    cut = {out_r: False, err_r: False, res_r: False}
-    caps = {out_r: TAIL_BYTES, err_r: TAIL_BYTES, res_r: RESULT_CAP}
-    poller = select.poll()
-    for fd in bufs:
-        os.set_blocking(fd, False)
-        poller.register(fd, select.POLLIN)
-    poller.register(pidfd, select.POLLIN)
-    open_fds, timed_out, exited, closed = set(bufs), False, False, False
-    grace_until: float | None = None
-    deadline = t0 + limits.timeout_s
-    while open_fds or not exited:
-        if not open_fds and not exited and not closed:
-            # Every channel is closed: C is exiting, or closed them itself. With a result in
-            # hand, kill the namespace and answer without waiting for the teardown; without
-            # one, give C a moment to exit by itself so a crash is reported as such.
-            if bufs[res_r]:
-                os.kill(pid, signal.SIGKILL)
-                closed = True
-                break
-            if grace_until is None:
-                grace_until = time.monotonic() + 0.25
-            elif time.monotonic() >= grace_until:
-                os.kill(pid, signal.SIGKILL)
-                closed = True
-        wait_ms = max(0.0, deadline - time.monotonic()) * 1000 if not timed_out else 1000
-        if grace_until is not None and not closed:
-            wait_ms = min(wait_ms, max(0.0, grace_until - time.monotonic()) * 1000)
-        if exited:
-            wait_ms = 0  # the namespace is dead: only leftovers in the pipes remain
-        events = poller.poll(wait_ms)
-        if not events:
-            if exited:
-                break
-            if grace_until is not None and not closed:
-                continue
-            if not timed_out and time.monotonic() >= deadline:
-                timed_out = True
-                os.kill(pid, signal.SIGKILL)
-            continue
-        for fd, _ev in events:
-            if fd == pidfd:
-                exited = True
-                poller.unregister(pidfd)
-                continue
-            _drain(fd, bufs[fd], caps[fd], cut, open_fds, poller)
-    duration_s = time.monotonic() - t0
-    if exited:
-        _, status, usage = os.wait4(pid, 0)
-        cpu_s = usage.ru_utime + usage.ru_stime
-    else:
-        status, cpu_s = 0, 0.0  # answered early; the caller reaps C after sending
-    if closed and not bufs[res_r] and not timed_out:
-        status = 0  # killed by us because it closed its channels: report that, not SIGKILL
-    os.close(pidfd)
-    for fd in bufs:
-        os.close(fd)
-    if os.WIFSIGNALED(status):
-        exit_kind, exit_value = "signal", os.WTERMSIG(status)
-    else:
-        exit_kind, exit_value = "code", os.WEXITSTATUS(status)
-    info = {"timed_out": timed_out, "exit_kind": exit_kind, "exit_value": exit_value,
-            "cpu_s": cpu_s, "duration_s": duration_s,
-            "stdout": tail_text(bufs[out_r], cut[out_r]),
-            "stderr": tail_text(bufs[err_r], cut[err_r]), "raw_oversize": cut[res_r]}
-    return info, bytes(bufs[res_r]) if not cut[res_r] else b""
-
-
-def _drain(fd: int, buf: bytearray, cap: int, cut: dict, open_fds: set,
-           poller: select.poll) -> None:
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        if not chunk:
-            open_fds.discard(fd)
-            poller.unregister(fd)
-            return
-        buf += chunk
-        if len(buf) > cap:
-            cut[fd] = True
-            if cap == TAIL_BYTES:
-                del buf[:len(buf) - cap]  # keep the tail of stdout/stderr
-            else:
-                buf.clear()  # an oversized result is discarded entirely
