@@ -33,6 +33,17 @@ def _touch(root: str, path: str) -> str:
     return target
 
 
+# View directories under /tmp (a checkout or venv that lives there) would be hidden by the
+# per-run scratch tmpfs on /tmp: they are bound at a stash path instead and bound again inside
+# the scratch by `mount_scratch`.
+STASH = "/.evoforge-stash"
+STASHED: list[tuple[str, str]] = []  # (stash path in the view, where it belongs under /tmp)
+
+
+def under_tmp(path: str) -> bool:
+    return path.startswith("/tmp/")
+
+
 def view_dirs() -> list[str]:
     """Host directories bound read-only (symlinked top-level dirs such as /bin excluded)."""
     dirs = []
@@ -58,7 +69,13 @@ def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = ()) -> None:
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             os.symlink(os.readlink(d), root + d)
+    STASHED.clear()
     for d in view_dirs():
+        if under_tmp(d):
+            stash = f"{STASH}/{len(STASHED)}"
+            L.bind_ro(d, _mkdirs(root, stash))
+            STASHED.append((stash, d))
+            continue
         if os.path.lexists(root + d):
             continue
         L.bind_ro(d, _mkdirs(root, d))
@@ -85,3 +102,12 @@ def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = ()) -> None:
     L.umount2("/.oldroot", L.MNT_DETACH)
     os.rmdir("/.oldroot")
     L.mount(None, "/", None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV)
+
+
+def mount_scratch(options: str) -> None:
+    """The run's private, size-limited /tmp (after `enter_private_root`, still privileged), with
+    any stashed Python directory bound back read-only at its own path inside it."""
+    L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, options)
+    for stash, target in STASHED:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        L.bind_ro(stash, target)

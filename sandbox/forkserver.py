@@ -601,8 +601,9 @@ def _candidate_main(job_fd: int, writers: list[int]) -> None:
     uid = int(header["uid"])
     request = _recv_all(client, 1 << 30)
     client.close()  # the answer goes back through the server only
-    L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
-            f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
+    from sandbox import _fsview
+
+    _fsview.mount_scratch(f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
     _candidate(request, limits, uid)
 
 

@@ -116,6 +116,8 @@ class SubprocessSandbox:
             while p not in ("/", ""):
                 ancestors.add(p)
                 p = os.path.dirname(p)
+        # The scratch tmpfs first, so that a checkout or venv under /tmp bound next stays visible.
+        argv += ["--perms", "1777", "--size", str(limits.scratch_mb * 2 ** 20), "--tmpfs", "/tmp"]
         for p in sorted(ancestors, key=len):  # bwrap would create them 0700: unreachable
             if not os.path.islink(p):
                 argv += ["--perms", "0755", "--dir", p]
@@ -125,8 +127,7 @@ class SubprocessSandbox:
             if os.path.isfile(f):
                 argv += ["--ro-bind", f, f]
         argv += ["--ro-bind", host, _IN_VIEW, "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.scratch_mb * 2 ** 20),
-                 "--tmpfs", "/tmp", "--chdir", "/tmp", "--"]
+                 "--chdir", "/tmp", "--"]
         return argv
 
 
@@ -144,9 +145,8 @@ class _PreExec:
         L = self.L
         L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
         self.fsview.enter_private_root(rw_binds=((self.host, _IN_VIEW),))
-        L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
-                f"size={self.limits.scratch_mb}m,nr_inodes=4096,mode=0700,"
-                f"uid={self.uid},gid={self.uid}")
+        self.fsview.mount_scratch(f"size={self.limits.scratch_mb}m,nr_inodes=4096,mode=0700,"
+                                  f"uid={self.uid},gid={self.uid}")
         os.chdir("/tmp")
 
 
