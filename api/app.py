@@ -49,7 +49,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     if not execute:
         runner = NullRunner()
     elif broker_url:
-        runner = BrokerRunner(broker_url)
+        runner = BrokerRunner(broker_url, sessions)  # with the sweeper thread
     else:
         runner = InProcessRunner(sessions)
     metrics = Metrics(sessions)

@@ -154,3 +154,25 @@ class EvalCache(Base):
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"))
     hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WorkerLease(Base):
+    """An iteration that a worker process is running now, and that process' last heartbeat.
+
+    A Celery task inserts its row when it starts and deletes it when it ends (after the commit);
+    a background thread in the worker refreshes `heartbeat_at` on all of the process' rows every
+    few seconds. A reserved but uncommitted iteration whose only leases are stale was being run
+    by a dead worker (SIGKILL, OOM, power): the sweeper re-sends it at once instead of waiting for
+    the broker's visibility timeout. Times come from the workers' and sweeper's clocks (UTC).
+    No foreign key: a lease may outlive its campaign for a moment; the sweeper collects leftovers.
+    """
+
+    __tablename__ = "worker_lease"
+    __table_args__ = (Index("ix_worker_lease_campaign_iteration", "campaign_id", "iteration"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(200), index=True)   # host:pid:random
+    campaign_id: Mapped[int] = mapped_column(Integer)
+    iteration: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                   index=True)

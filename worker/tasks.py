@@ -1,5 +1,9 @@
 """Celery tasks: take ids, reload state from the database, run the step, refill the campaign.
 
+Each task holds a worker lease on its (campaign, iteration) while it runs (see
+`worker.dispatch.Heartbeat`), so a killed worker's iterations are re-sent within about
+$EVOFORGE_LEASE_STALE_S seconds by the sweeper.
+
 Idempotent by construction: iteration numbers are reserved in the database before a message is
 sent, and a commit of an iteration that already committed is a no-op (unique key). Only
 transient faults (database connection, broker) are retried, with exponential backoff and
@@ -25,9 +29,12 @@ RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=60, ret
 
 
 def _guard(campaign_id: int, iteration: int, fn, *args: Any) -> Any:
+    """Run one stage under a lease (worker/dispatch.py `Heartbeat`): while this process lives and
+    heartbeats, the sweeper leaves the iteration alone; when it dies, the sweeper re-sends it."""
     sessions = dispatch.default_sessions()
     try:
-        return fn(sessions, campaign_id, iteration, *args)
+        with dispatch.HEARTBEAT.holding(sessions, campaign_id, iteration):
+            return fn(sessions, campaign_id, iteration, *args)
     except TRANSIENT:
         raise
     except KeyError:  # the campaign was deleted

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import func, select
@@ -21,19 +23,63 @@ SORTS = {
 MAX_DIFF_CHARS = 200_000
 
 
+class _Cache:
+    """A small per-process LRU of read results keyed by a campaign's version. Elite cells and
+    programs change only in an iteration's commit (ring migration included), and every commit
+    bumps `Campaign.evaluations` in the same transaction, so (id, created_at, evaluations) names
+    one state of the archive; created_at tells a new campaign from a deleted one whose id SQLite
+    handed out again. Callers pass copies out (responses are serialised, never mutated)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+_ELITES = _Cache(64)
+_COUNTS = _Cache(1024)
+
+
+def _version(c: Campaign) -> tuple:
+    return (c.id, c.created_at, c.evaluations)
+
+
 def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]:
     c = get_campaign(s, principal, campaign_id)
-    rows = s.scalars(select(EliteCell).where(EliteCell.campaign_id == campaign_id)
+    key = _version(c)
+    hit = _ELITES.get(key)
+    if hit is not None:
+        return hit
+    # Plain rows, not ORM objects: a full archive is hundreds of cells, and building an ORM
+    # instance per cell was most of this endpoint's time.
+    rows = s.execute(select(EliteCell.island, EliteCell.cell, EliteCell.score, EliteCell.program_id,
+                            EliteCell.features, EliteCell.updated_at)
+                     .where(EliteCell.campaign_id == campaign_id)
                      .order_by(EliteCell.island, EliteCell.cell)).all()
     by_island: dict[int, list[dict[str, Any]]] = {i: [] for i in range(c.islands)}
-    for r in rows:
-        by_island.setdefault(r.island, []).append(
-            {"cell": r.cell, "score": r.score, "program_id": r.program_id,
-             "features": r.features or {}, "updated_at": utc(r.updated_at)})
+    for island, cell, score, program_id, features, updated_at in rows:
+        by_island.setdefault(island, []).append(
+            {"cell": cell, "score": score, "program_id": program_id,
+             "features": features or {}, "updated_at": utc(updated_at)})
     dims = [{k: d[k] for k in ("name", "lo", "hi", "bins")}
             for d in (c.config or {}).get("archive", {}).get("dims", [])]
-    return {"campaign_id": c.id, "dims": dims,
-            "islands": [{"island": i, "cells": cells} for i, cells in sorted(by_island.items())]}
+    out = {"campaign_id": c.id, "dims": dims,
+           "islands": [{"island": i, "cells": cells} for i, cells in sorted(by_island.items())]}
+    _ELITES.put(key, out)
+    return out
 
 
 def summary_of(p: Program) -> dict[str, Any]:
@@ -47,7 +93,7 @@ def summary_of(p: Program) -> dict[str, Any]:
 def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: str,
                   status: str | None, island: int | None, limit: int,
                   offset: int) -> tuple[list[dict[str, Any]], int]:
-    get_campaign(s, principal, campaign_id)
+    c = get_campaign(s, principal, campaign_id)
     cols = [Program.id, Program.campaign_id, Program.iteration, Program.parent_id, Program.island,
             Program.generation, Program.kind, Program.model, Program.status, Program.score,
             Program.prompt_tokens, Program.completion_tokens, Program.cost_usd, Program.created_at]
@@ -56,7 +102,11 @@ def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: s
         where.append(Program.status == status)
     if island is not None:
         where.append(Program.island == island)
-    total = s.scalar(select(func.count()).select_from(Program).where(*where))
+    count_key = (*_version(c), status, island)
+    total = _COUNTS.get(count_key)
+    if total is None:  # a COUNT over every program of the campaign: cached per archive state
+        total = s.scalar(select(func.count()).select_from(Program).where(*where))
+        _COUNTS.put(count_key, total)
     rows = s.execute(select(*cols).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset))
     return [{**r._mapping, "created_at": utc(r.created_at)} for r in rows], total
 

@@ -7,7 +7,9 @@ and then set the executor's `stop`. On startup, campaigns left `running` are res
 they are stopped and put back to `running`, so the next start resumes them.
 
 With a broker, the API only stores campaigns and calls `worker.dispatch.enqueue_campaign(id)`
-when that module exists; Celery workers do the rest.
+when that module exists; Celery workers do the rest. It also runs the sweeper
+(`worker.dispatch.SweeperThread`) while it is up: iterations of a dead worker (stale lease) and
+lost messages are re-sent, so API + workers recover without `evoforge beat`.
 """
 from __future__ import annotations
 
@@ -138,8 +140,12 @@ class BrokerRunner:
 
     mode = "broker"
 
-    def __init__(self, broker_url: str):
+    def __init__(self, broker_url: str, sessions: sessionmaker[Session] | None = None, *,
+                 sweep: bool = True):
         self.broker_url = broker_url
+        self.sessions = sessions
+        self.sweep = sweep and sessions is not None
+        self._sweeper = None
 
     def start(self, campaign_id: int) -> None:
         try:
@@ -161,10 +167,20 @@ class BrokerRunner:
         return False
 
     def startup(self) -> None:
-        pass
+        if not self.sweep:
+            return
+        try:
+            dispatch = importlib.import_module("worker.dispatch")
+        except ModuleNotFoundError as exc:
+            if exc.name != "worker.dispatch":
+                raise
+            return
+        self._sweeper = dispatch.SweeperThread(self.sessions).start()
 
     def shutdown(self) -> None:
-        pass
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
 
 
 class NullRunner(BrokerRunner):
@@ -173,7 +189,7 @@ class NullRunner(BrokerRunner):
     mode = "none"
 
     def __init__(self) -> None:
-        super().__init__("")
+        super().__init__("", sweep=False)
 
     def start(self, campaign_id: int) -> None:
         pass

@@ -3,8 +3,10 @@
 Each test starts Redis (shared), a fresh PostgreSQL database, two `evoforge worker` processes
 (threads pool, concurrency 2) and `evoforge beat` (the sweeper), then breaks something:
 
-(a) SIGKILL one worker mid-campaign: its unacked messages come back after the (short, 10 s)
-    visibility timeout; the campaign completes with exactly its budget, each iteration once.
+(a) SIGKILL one worker mid-campaign: it stops heartbeating, its leases go stale (6 s here,
+    30 s by default) and beat's sweeper re-sends the iterations it was running; Redis keeps its
+    default one-hour visibility timeout, so the recovery cannot come from a redelivery. The
+    campaign completes with exactly its budget, each iteration once.
 (b) Restart Redis (no persistence: every queued message is lost): workers reconnect, the
     sweeper re-sends the lost reserved iterations, the campaign completes exactly.
 (c) The LLM endpoint is down when the campaign starts and comes up later: LLM iterations run on
@@ -31,8 +33,9 @@ from worker.spec import CampaignSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-VISIBILITY_S = 10
-STALE_S = 12
+STALE_S = 12        # beat --stale-after: a reserved iteration without a lease (lost message)
+LEASE_STALE_S = 6   # a worker silent this long is dead (default 30 s; short to keep CI quick)
+HEARTBEAT_S = 1
 
 
 class Cluster:
@@ -42,7 +45,9 @@ class Cluster:
         use_broker(broker_url)  # this process only sends messages
         self.tmp, self.db_url, self.broker_url = tmp, db_url, broker_url
         self.sessions = session_factory(db_url)
-        self.env = evoforge_env(db_url, broker_url, EVOFORGE_VISIBILITY_TIMEOUT_S=VISIBILITY_S)
+        self.env = evoforge_env(db_url, broker_url, EVOFORGE_LEASE_STALE_S=LEASE_STALE_S,
+                                EVOFORGE_HEARTBEAT_S=HEARTBEAT_S)
+        self.env.pop("EVOFORGE_VISIBILITY_TIMEOUT_S", None)   # the default, 3600 s
         self.workers: dict[str, subprocess.Popen] = {}
         self.beat: subprocess.Popen | None = None
 
@@ -130,9 +135,11 @@ def test_sigkill_a_worker_mid_campaign(cluster):
     os.killpg(cluster.workers["a"].pid, signal.SIGKILL)
     cluster.workers["a"].wait(10)
     killed_at = cluster.state(cid).evaluations
-    c = cluster.wait_done(cid, 150)
+    t0 = time.monotonic()
+    cluster.wait_done(cid, 150)
     assert killed_at < 40
     _assert_exact(cluster, cid, 40)
+    assert time.monotonic() - t0 < 150   # the visibility timeout (3600 s) played no part
 
 
 def test_redis_restart_mid_campaign(cluster, redis_server):

@@ -1,0 +1,204 @@
+"""API read latency under load: GET /campaigns/{id}/elites and /campaigns/{id}/programs with 50
+concurrent clients and 20,000 programs stored, on SQLite and PostgreSQL, side by side.
+
+    .venv/bin/python bench/api_latency.py [--programs 20000] [--clients 50] [--requests 40]
+                                          [--db sqlite,postgres] [--pg-url postgresql://...]
+
+For each database: migrate, create an API key, store one campaign with `--programs` programs
+(bulk inserts, as bench/selection_scaling.py) and a full archive (4 islands x 100 cells), start
+a real `evoforge serve` subprocess on loopback (no broker), then per endpoint: a warm-up, then
+`--clients` asyncio clients (httpx, one keep-alive connection each) that each send `--requests`
+requests back to back. Latency is per request, measured at the client. PostgreSQL is started
+from the system binaries (tests/integration/services.py) unless `--pg-url` is given.
+Goal: p99 under 100 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert  # noqa: E402
+
+from db.apikeys import create_key  # noqa: E402
+from db.engine import session_factory, upgrade  # noqa: E402
+from db.models import EliteCell, Evaluation, Program  # noqa: E402
+from worker.campaigns import create_campaign  # noqa: E402
+from worker.spec import CampaignSpec  # noqa: E402
+
+ISLANDS, CELLS = 4, 100
+ENDPOINTS = {"elites": "/api/v1/campaigns/{cid}/elites",
+             "programs": "/api/v1/campaigns/{cid}/programs?sort=score&limit=50"}
+
+
+def populate(url: str, programs: int) -> tuple[int, str]:
+    upgrade(url)
+    sessions = session_factory(url)
+    key, project_id = create_key(sessions, "bench")
+    spec = CampaignSpec(task="circle_packing", archive={"islands": ISLANDS})
+    c = create_campaign(sessions, spec, project_id=project_id, status="completed")
+    code = c.seed_program
+    rng = random.Random(0)
+    statuses = ["ok"] * 8 + ["error", "invalid"]
+    with sessions.begin() as s:
+        for start in range(0, programs, 5000):
+            rows = [dict(id=i + 1, campaign_id=c.id, iteration=i, island=i % ISLANDS,
+                         parent_id=(rng.randrange(i) + 1) if i else None, generation=1 + i // 1000,
+                         code=code + f"\n# variant {i}\n", code_hash=f"{i:064x}", kind="bench",
+                         status=rng.choice(statuses), score=rng.random(), extra={})
+                    for i in range(start, min(programs, start + 5000))]
+            for r in rows:
+                if r["status"] != "ok":
+                    r["score"] = None
+            s.execute(insert(Program), rows)
+            s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key,
+                                                status=r["status"], score=r["score"],
+                                                metrics={"sum_radii": r["score"]}, features={},
+                                                artifacts={}, cache="miss") for r in rows])
+        elites = rng.sample(range(1, programs + 1), ISLANDS * CELLS)
+        s.execute(insert(EliteCell), [dict(campaign_id=c.id, island=k % ISLANDS,
+                                           cell=f"{(k // ISLANDS) % 10},{(k // ISLANDS) // 10}",
+                                           program_id=pid, score=rng.random(),
+                                           features={"x": 0.5, "y": 0.5})
+                                      for k, pid in enumerate(elites)])
+    sessions.kw["bind"].dispose()
+    return c.id, key
+
+
+def serve(url: str, port: int, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, EVOFORGE_DATABASE_URL=url, PYTHONPATH=str(ROOT))
+    env.pop("EVOFORGE_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"],
+                            env=env, cwd=str(ROOT), stdout=open(log_path, "ab"),
+                            stderr=subprocess.STDOUT)
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"evoforge serve exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/healthz", timeout=1).status_code < 500:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError("evoforge serve did not come up")
+
+
+async def load(base: str, path: str, key: str, clients: int, requests: int) -> tuple[list[float], float]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    lat: list[float] = []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                r = await http.get(path)
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+        for _ in range(20):  # warm-up: connections, caches, query plans
+            (await http.get(path)).raise_for_status()
+        serial = []
+        for _ in range(100):  # one client alone: the service time without queueing
+            t0 = time.perf_counter()
+            (await http.get(path)).raise_for_status()
+            serial.append(time.perf_counter() - t0)
+    load.serial_p50 = statistics.median(serial) * 1e3
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return lat, time.perf_counter() - t0
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] * 1e3
+
+
+def bench_db(name: str, url: str, a, tmp: Path) -> dict[str, dict[str, float]]:
+    from tests.integration.services import free_port
+
+    t0 = time.perf_counter()
+    cid, key = populate(url, a.programs)
+    print(f"[{name}] stored {a.programs} programs in {time.perf_counter() - t0:.1f}s", flush=True)
+    port = free_port()
+    proc = serve(url, port, tmp / f"serve-{name}.log")
+    out = {}
+    try:
+        for ep, path in ENDPOINTS.items():
+            lat, wall = asyncio.run(load(f"http://127.0.0.1:{port}", path.format(cid=cid), key,
+                                         a.clients, a.requests))
+            out[ep] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "mean": statistics.mean(lat) * 1e3,
+                       "rps": len(lat) / wall, "n": len(lat), "serial": load.serial_p50}
+            print(f"[{name}] {ep}: 1 client p50 {load.serial_p50:.1f} ms; {a.clients} clients: "
+                  f"p50 {out[ep]['p50']:.1f} ms, p99 {out[ep]['p99']:.1f} ms, "
+                  f"{out[ep]['rps']:.0f} req/s", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--programs", type=int, default=20_000)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=40, help="per client and endpoint")
+    ap.add_argument("--db", default="sqlite,postgres")
+    ap.add_argument("--pg-url", default=None, help="an empty PostgreSQL database to use")
+    a = ap.parse_args()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for name in a.db.split(","):
+            if name == "sqlite":
+                results[name] = bench_db(name, f"sqlite:///{tmp}/api.db", a, tmp)
+            elif name == "postgres":
+                pg = None
+                url = a.pg_url
+                if url is None:
+                    from tests.integration.services import PostgresServer, pg_bindir
+
+                    if pg_bindir() is None:
+                        print("[postgres] skipped: PostgreSQL is not installed")
+                        continue
+                    pg = PostgresServer(pg_bindir()).start()
+                    url = pg.createdb("bench")
+                try:
+                    results[name] = bench_db(name, url, a, tmp)
+                finally:
+                    if pg is not None:
+                        pg.stop()
+    print(f"\n{a.programs} programs, {a.clients} concurrent clients x {a.requests} requests "
+          f"per endpoint; latency in ms at the client")
+    names = list(results)
+    print(f"{'endpoint':<10} " + " ".join(f"{n + ' ' + k:>16}" for n in names
+                                          for k in ("1-client p50", "p50", "p99", "req/s")))
+    for ep in ENDPOINTS:
+        cells = []
+        for n in names:
+            r = results[n][ep]
+            cells += [f"{r['serial']:>16.1f}", f"{r['p50']:>16.1f}", f"{r['p99']:>16.1f}",
+                      f"{r['rps']:>16.0f}"]
+        print(f"{ep:<10} " + " ".join(cells))
+    worst = max((r[ep]["p99"] for r in results.values() for ep in ENDPOINTS), default=float("nan"))
+    print(f"worst p99 {worst:.1f} ms (goal < 100 ms): {'met' if worst < 100 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
