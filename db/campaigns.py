@@ -4,27 +4,45 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Campaign, Program
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "cancelled", "failed")
+_C = Campaign.__table__
+_RESERVE = (update(_C)
+            .where(_C.c.id == bindparam("cid"), _C.c.status == "running",
+                   (_C.c.max_evaluations.is_(None))
+                   | (_C.c.iterations_reserved < _C.c.max_evaluations))
+            .values(iterations_reserved=_C.c.iterations_reserved + 1)
+            .returning(_C.c.iterations_reserved))
 
 
-def reserve_iteration(sessions: sessionmaker[Session], campaign_id: int) -> int | None:
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a sessionmaker is bound to (hot paths run Core statements on it directly)."""
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, Engine):
+        return bind
+    with sessions() as s:
+        return s.get_bind()
+
+
+def reserve_iteration(sessions: sessionmaker[Session] | Engine, campaign_id: int) -> int | None:
     """Atomically claim the next iteration number (0 is the seed), or None when the evaluation
     budget is spent or the campaign is not running. N workers can never overshoot the budget."""
-    with sessions.begin() as s:
-        row = s.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.status == "running",
-                   (Campaign.max_evaluations.is_(None))
-                   | (Campaign.iterations_reserved < Campaign.max_evaluations))
-            .values(iterations_reserved=Campaign.iterations_reserved + 1)
-            .returning(Campaign.iterations_reserved)).first()
+    engine = sessions if isinstance(sessions, Engine) else engine_of(sessions)
+    with engine.begin() as conn:
+        row = conn.execute(_RESERVE, {"cid": campaign_id}).first()
         return None if row is None else row[0] - 1
+
+
+def has_extra_budget(config: dict[str, Any] | None) -> bool:
+    """True when the campaign has a token, cost or time budget, which `reserve_iteration`
+    alone does not check (it checks the status and the evaluation budget)."""
+    budget = (config or {}).get("budget", {}) or {}
+    return bool(budget.get("max_tokens") or budget.get("max_cost_usd") or budget.get("max_seconds"))
 
 
 def budget_left(c: Campaign, now: datetime | None = None) -> str | None:

@@ -14,12 +14,13 @@ from dataclasses import replace
 from collections import OrderedDict
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Float, bindparam, case, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from db.campaigns import engine_of
 from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
-from db import sql
 from evolution import archive as cells
 from evolution.meta import Outcome, build_meta_note
 from evolution.novelty import MinHasher
@@ -29,18 +30,98 @@ from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim
 
 CACHEABLE = (OK, INVALID, ERROR)  # deterministic outcomes; timeouts and kills may be flukes
 
+# Hot-path statements are SQLAlchemy Core, built once and run on a pooled Connection: no ORM
+# unit of work, no identity map, no statement construction per call (only the cache-key lookup).
+P, E, C = Program.__table__, Evaluation.__table__, Campaign.__table__
+EC, K = EliteCell.__table__, EvalCache.__table__
 
-def result_of(ev: Evaluation) -> EvalResult:
-    return EvalResult(status=ev.status, score=ev.score, metrics=ev.metrics or {},
-                      features=ev.features or {}, artifacts=ev.artifacts or {},
-                      duration_s=ev.duration_s, functional_hash=ev.functional_hash)
+_INSERT_PROGRAM = P.insert().returning(P.c.id)
+_INSERT_EVALUATION = E.insert().returning(E.c.id)
+_ELITES = (select(EC.c.island, EC.c.program_id, EC.c.score, EC.c.cell)
+           .where(EC.c.campaign_id == bindparam("cid")))
+_REF_COLUMNS = (P.c.id, P.c.code, P.c.score, P.c.status, P.c.island, P.c.generation,
+                E.c.metrics, E.c.features, E.c.artifacts)
+_REFS = (select(*_REF_COLUMNS).select_from(P.outerjoin(E, E.c.program_id == P.c.id))
+         .where(P.c.id.in_(bindparam("ids", expanding=True))))
+_NEWEST_WITH_CODE = (select(P.c.id).where(P.c.campaign_id == bindparam("cid"), P.c.code.is_not(None))
+                     .order_by(P.c.iteration.desc()).limit(1))
+_META_NOTE = select(C.c.meta_note).where(C.c.id == bindparam("cid"))
+_RECENT_FAILURES = (select(P.c.status, E.c.artifacts).select_from(P.join(E, E.c.program_id == P.c.id))
+                    .where(P.c.parent_id == bindparam("pid"), P.c.status != OK)
+                    .order_by(P.c.id.desc()).limit(bindparam("limit")))
+_RESULT_COLUMNS = (E.c.id, E.c.status, E.c.score, E.c.metrics, E.c.features, E.c.artifacts,
+                   E.c.duration_s, E.c.functional_hash)
+_LOOKUP = (select(*_RESULT_COLUMNS).select_from(K.join(E, E.c.id == K.c.evaluation_id))
+           .where(K.c.task_key == bindparam("tk"), K.c.kind == bindparam("kind"),
+                  K.c.hash == bindparam("h")))
+_STORED_ITERATION = (select(P.c.id, E.c.cache, *_RESULT_COLUMNS[1:])
+                     .select_from(P.join(E, E.c.program_id == P.c.id))
+                     .where(P.c.campaign_id == bindparam("cid"), P.c.iteration == bindparam("it")))
+_CACHE_HIT = (update(K).where(K.c.task_key == bindparam("b_tk"), K.c.kind == bindparam("b_kind"),
+                              K.c.hash == bindparam("b_h"))
+              .values(hits=K.c.hits + 1))
 
 
-def ref_of(p: Program, ev: Evaluation | None) -> ProgramRef:
-    return ProgramRef(id=p.id, code=p.code or "", score=p.score, status=p.status, island=p.island,
-                      generation=p.generation, metrics=(ev.metrics if ev else {}) or {},
-                      features=(ev.features if ev else {}) or {},
-                      artifacts=(ev.artifacts if ev else {}) or {})
+def _counters(seed: bool, best: bool) -> Any:
+    """UPDATE campaign SET <counters> [, seed_score] [, best_score/best_program_id if better]:
+    the campaign row is written (and, on PostgreSQL, locked) once per commit, before any elite
+    cell. `RETURNING best_program_id` tells whether this program became the best."""
+    values: dict[str, Any] = dict(
+        evaluations=C.c.evaluations + 1,
+        cache_hits=C.c.cache_hits + bindparam("d_hits"),
+        failures=C.c.failures + bindparam("d_failures"),
+        rejected=C.c.rejected + bindparam("d_rejected"),
+        novelty_skips=C.c.novelty_skips + bindparam("d_novelty"),
+        sandbox_runs=C.c.sandbox_runs + bindparam("d_sandbox"),
+        tokens=C.c.tokens + bindparam("d_tokens"),
+        cost_usd=C.c.cost_usd + bindparam("d_cost", type_=Float),
+        eval_seconds=C.c.eval_seconds + bindparam("d_eval_s", type_=Float),
+    )
+    if seed:
+        values["seed_score"] = bindparam("b_seed_score", type_=Float)
+    stmt = update(C).where(C.c.id == bindparam("cid"))
+    if best:
+        # SET expressions all see the row as it was, so both CASEs take the same branch.
+        better = C.c.best_score.is_(None) | (C.c.best_score < bindparam("score", type_=Float))
+        values["best_score"] = case((better, bindparam("score", type_=Float)), else_=C.c.best_score)
+        values["best_program_id"] = case((better, bindparam("pid")), else_=C.c.best_program_id)
+        stmt = stmt.returning(C.c.best_program_id)
+    return stmt.values(**values)
+
+
+_COUNTERS = {(seed, best): _counters(seed, best) for seed in (False, True) for best in (False, True)}
+_DIALECT_STMTS: dict[str, dict[str, Any]] = {}
+
+
+def _dialect_statements(dialect_name: str) -> dict[str, Any]:
+    """The two ON CONFLICT statements, spelled for the dialect (PostgreSQL or SQLite)."""
+    stmts = _DIALECT_STMTS.get(dialect_name)
+    if stmts is None:
+        if dialect_name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        upsert = insert(EC)
+        # Atomic replace-if-better (as db/sql.py upsert_if_greater): one INSERT .. ON CONFLICT
+        # DO UPDATE .. WHERE score < new.
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[EC.c.campaign_id, EC.c.island, EC.c.cell],
+            set_={k: upsert.excluded[k] for k in ("program_id", "score", "features", "updated_at")},
+            where=EC.c.score < upsert.excluded.score)
+        stmts = _DIALECT_STMTS[dialect_name] = {
+            "upsert_elite": upsert, "insert_cache": insert(K).on_conflict_do_nothing()}
+    return stmts
+
+
+def _dialect_name(s: Session | Connection) -> str:
+    return s.dialect.name if isinstance(s, Connection) else s.get_bind().dialect.name
+
+
+def _result(row: Any) -> EvalResult:
+    """An EvalResult from a row of _RESULT_COLUMNS (the evaluation id first)."""
+    _, status, score, metrics, features, artifacts, duration_s, fhash = row
+    return EvalResult(status=status, score=score, metrics=metrics or {}, features=features or {},
+                      artifacts=artifacts or {}, duration_s=duration_s, functional_hash=fhash)
 
 
 def dims_from_config(config: dict[str, Any]) -> list[FeatureDim]:
@@ -50,6 +131,7 @@ def dims_from_config(config: dict[str, Any]) -> list[FeatureDim]:
 class CampaignStore:
     def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, cache_size: int = 4096):
         self.sessions = sessions
+        self.engine = engine_of(sessions)
         self.campaign_id = campaign_id
         with sessions() as s:
             c = s.get(Campaign, campaign_id)
@@ -62,7 +144,11 @@ class CampaignStore:
             self.migration_interval = int(archive_cfg.get("migration_interval", 0) or 0)
             self.selection_config = SelectionConfig(**archive_cfg.get("selection", {}))
             self.novelty_threshold = archive_cfg.get("novelty_threshold")
-            self.meta_interval = int(c.config.get("mutator", {}).get("meta_interval", 0) or 0)
+            mutator_cfg = c.config.get("mutator", {}) or {}
+            self.meta_interval = int(mutator_cfg.get("meta_interval", 0) or 0)
+            # The children's failure reasons ("edit_errors") are read by LLM prompts only.
+            self.wants_failures = mutator_cfg.get("kind", "llm") != "local"
+        self._stmts = _dialect_statements(self.engine.dialect.name)
         self._hasher = MinHasher()
         self._signatures: dict[int, Any] = {}
         self._refs: OrderedDict[int, ProgramRef] = OrderedDict()
@@ -70,50 +156,50 @@ class CampaignStore:
         self._cache_size = cache_size
 
     # -- select ---------------------------------------------------------------------------
-    def _refs_for(self, s: Session, ids: list[int]) -> dict[int, ProgramRef]:
+    def _refs_for(self, s: Session | Connection, ids: list[int]) -> dict[int, ProgramRef]:
+        """Programs (and their evaluations) are immutable: loaded once, then kept in an LRU."""
         with self._refs_lock:
             found = {i: self._refs[i] for i in ids if i in self._refs}
         missing = [i for i in ids if i not in found]
         if missing:
-            rows = s.execute(select(Program, Evaluation).join(Evaluation, Evaluation.program_id == Program.id,
-                                                              isouter=True)
-                             .where(Program.id.in_(missing))).all()
+            rows = s.execute(_REFS, {"ids": missing}).all()
             with self._refs_lock:
-                for p, ev in rows:
-                    ref = ref_of(p, ev)
-                    found[p.id] = ref
-                    self._refs[p.id] = ref
+                for pid, code, score, status, island, generation, metrics, features, artifacts in rows:
+                    ref = ProgramRef(id=pid, code=code or "", score=score, status=status, island=island,
+                                     generation=generation, metrics=metrics or {},
+                                     features=features or {}, artifacts=artifacts or {})
+                    found[pid] = ref
+                    self._refs[pid] = ref
                 while len(self._refs) > self._cache_size:
                     self._refs.popitem(last=False)
         return found
 
-    def elites(self, s: Session) -> dict[int, list[tuple[int, float, str]]]:
-        rows = s.execute(select(EliteCell.island, EliteCell.program_id, EliteCell.score, EliteCell.cell)
-                         .where(EliteCell.campaign_id == self.campaign_id)).all()
+    def elites(self, s: Session | Connection) -> dict[int, list[tuple[int, float, str]]]:
+        """Read fresh every time: other workers (threads or processes) replace elites."""
         out: dict[int, list[tuple[int, float, str]]] = {i: [] for i in range(self.islands)}
-        for island, pid, score, cell in rows:
+        for island, pid, score, cell in s.execute(_ELITES, {"cid": self.campaign_id}):
             out.setdefault(island, []).append((pid, score, cell))
         return out
 
     def select(self, island: int, rng: random.Random) -> Selection:
-        with self.sessions() as s:
-            elites = self.elites(s)
+        with self.engine.connect() as conn:
+            elites = self.elites(conn)
             ids = list(dict.fromkeys(pid for rows in elites.values() for pid, _, _ in rows))
-            refs = self._refs_for(s, ids)
+            refs = self._refs_for(conn, ids)
             if not refs:  # no valid program yet: repair the newest program (the seed at first)
-                pid = s.scalar(select(Program.id).where(Program.campaign_id == self.campaign_id,
-                                                         Program.code.is_not(None))
-                               .order_by(Program.iteration.desc()).limit(1))
+                pid = conn.execute(_NEWEST_WITH_CODE, {"cid": self.campaign_id}).scalar()
                 if pid is None:
                     return Selection(island=island, parent=None)
-                return Selection(island=island, parent=self._refs_for(s, [pid])[pid])
-            note = s.scalar(select(Campaign.meta_note).where(Campaign.id == self.campaign_id)) or ""
-        island_elites = [refs[pid] for pid, _, _ in elites.get(island, []) if pid in refs]
-        chosen = choose(island, island_elites, list(refs.values()), rng, self.selection_config,
-                        meta_note=note)
-        if chosen.parent is None:
-            return chosen
-        errors = self.recent_failures(chosen.parent.id)
+                return Selection(island=island, parent=self._refs_for(conn, [pid])[pid])
+            # Only _refresh_meta_note writes the note, and only when meta_interval is set.
+            note = (conn.execute(_META_NOTE, {"cid": self.campaign_id}).scalar() or ""
+                    if self.meta_interval else "")
+            island_elites = [refs[pid] for pid, _, _ in elites.get(island, []) if pid in refs]
+            chosen = choose(island, island_elites, list(refs.values()), rng, self.selection_config,
+                            meta_note=note)
+            if chosen.parent is None or not self.wants_failures:
+                return chosen
+            errors = self._recent_failures(conn, chosen.parent.id)
         if not errors:
             return chosen
         parent = replace(chosen.parent, artifacts={**chosen.parent.artifacts, "edit_errors": errors})
@@ -121,11 +207,12 @@ class CampaignStore:
 
     def recent_failures(self, parent_id: int, limit: int = 3) -> list[str]:
         """Why the parent's latest children failed, so the next prompt can avoid repeating it."""
-        with self.sessions() as s:
-            rows = s.execute(select(Program.status, Evaluation.artifacts)
-                             .join(Evaluation, Evaluation.program_id == Program.id)
-                             .where(Program.parent_id == parent_id, Program.status != OK)
-                             .order_by(Program.id.desc()).limit(limit)).all()
+        with self.engine.connect() as conn:
+            return self._recent_failures(conn, parent_id, limit)
+
+    @staticmethod
+    def _recent_failures(conn: Connection, parent_id: int, limit: int = 3) -> list[str]:
+        rows = conn.execute(_RECENT_FAILURES, {"pid": parent_id, "limit": limit}).all()
         return [f"{status}: {str((art or {}).get('reason', ''))[:300]}" for status, art in rows]
 
     def rebuild_elites(self) -> dict[tuple[int, str], tuple[int, float]]:
@@ -152,9 +239,9 @@ class CampaignStore:
         """The novelty gate: MinHash similarity against the island's elites (cost O(elites))."""
         if not self.novelty_threshold:
             return None
-        with self.sessions() as s:
-            ids = [pid for pid, _, _ in self.elites(s).get(island, [])]
-            refs = self._refs_for(s, ids)
+        with self.engine.connect() as conn:
+            ids = [pid for pid, _, _ in self.elites(conn).get(island, [])]
+            refs = self._refs_for(conn, ids)
         if not refs:
             return None
         sig = self._hasher.signature(code)
@@ -176,57 +263,56 @@ class CampaignStore:
         kind, h = ("code", code_hash) if code_hash else ("functional", functional_hash)
         if not h:
             return None
-        with self.sessions() as s:
-            ev = s.scalar(select(Evaluation).join(EvalCache, EvalCache.evaluation_id == Evaluation.id)
-                          .where(EvalCache.task_key == self.task_key, EvalCache.kind == kind,
-                                 EvalCache.hash == h))
-            return (ev.id, result_of(ev)) if ev is not None else None
+        with self.engine.connect() as conn:
+            row = conn.execute(_LOOKUP, {"tk": self.task_key, "kind": kind, "h": h}).first()
+        return (row[0], _result(row)) if row is not None else None
 
     # -- commit ---------------------------------------------------------------------------
     def commit(self, child: Child) -> Committed:
+        """One transaction of Core statements: program, evaluation, cache entries, the campaign
+        row (counters and best), then the elite cells (lock order: campaign row first)."""
         r, m = child.result, child.mutation
+        artifacts = dict(r.artifacts)
+        if m.error and r.status == REJECTED:
+            artifacts.setdefault("reason", m.error)
+        now = utcnow()
         try:
-            with self.sessions.begin() as s:
-                program = Program(
+            with self.engine.begin() as conn:
+                # The unique (campaign, iteration) key makes a redelivered iteration fail here.
+                program_id = conn.execute(_INSERT_PROGRAM, dict(
                     campaign_id=self.campaign_id, iteration=child.iteration, parent_id=child.parent_id,
                     island=child.island, generation=child.generation, code=child.code,
                     code_hash=child.code_hash, kind=m.kind, model=m.model, prompt=m.prompt,
                     response=m.response, prompt_tokens=m.prompt_tokens,
-                    completion_tokens=m.completion_tokens, cost_usd=m.cost_usd,
-                    extra=m.extra or {}, status=r.status, score=r.score)
-                artifacts = dict(r.artifacts)
-                if m.error and r.status == REJECTED:
-                    artifacts.setdefault("reason", m.error)
-                program.evaluation = Evaluation(
-                    task_key=self.task_key, status=r.status, score=r.score, metrics=r.metrics,
-                    features=r.features, artifacts=artifacts, duration_s=r.duration_s,
-                    code_hash=child.code_hash, functional_hash=r.functional_hash, cache=child.cache,
-                    source_evaluation_id=child.cache_source_id)
-                s.add(program)
-                s.flush()
-                self._record_cache(s, child, program.evaluation.id)
-                # Lock order: the campaign row first (counters), then elite cells, so concurrent
-                # commits (and ring migration, which touches other islands' cells) cannot
-                # deadlock on PostgreSQL.
-                self._count(s, child)
-                improved, new_best = self._place(s, program, child)
+                    completion_tokens=m.completion_tokens, cost_usd=m.cost_usd, extra=m.extra or {},
+                    status=r.status, score=r.score, created_at=now)).scalar_one()
+                evaluation_id = conn.execute(_INSERT_EVALUATION, dict(
+                    program_id=program_id, task_key=self.task_key, status=r.status, score=r.score,
+                    metrics=r.metrics, features=r.features, artifacts=artifacts,
+                    duration_s=r.duration_s, code_hash=child.code_hash,
+                    functional_hash=r.functional_hash, cache=child.cache,
+                    source_evaluation_id=child.cache_source_id, created_at=now)).scalar_one()
+                self._record_cache(conn, child, evaluation_id)
+                placed = r.status == OK and r.score is not None and child.code is not None
+                new_best = self._count(conn, child, program_id, placed)
+                improved = self._place(conn, program_id, child) if placed else False
                 if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
-                    migrate(s, self.campaign_id, self.islands)
+                    migrate(conn, self.campaign_id, self.islands)
                 if self.meta_interval and child.iteration and child.iteration % self.meta_interval == 0:
-                    self._refresh_meta_note(s)
-                return Committed(program_id=program.id, improved_cell=improved, new_best=new_best,
+                    self._refresh_meta_note(conn)
+                return Committed(program_id=program_id, improved_cell=improved, new_best=new_best,
                                  result=r, cache=child.cache)
         except IntegrityError:
             # This iteration was committed before (a redelivered task): report the stored one.
-            with self.sessions() as s:
-                p = s.scalar(select(Program).where(Program.campaign_id == self.campaign_id,
-                                                   Program.iteration == child.iteration))
-                if p is None:
-                    raise
-                return Committed(program_id=p.id, improved_cell=False, new_best=False,
-                                 result=result_of(p.evaluation), cache=p.evaluation.cache)
+            with self.engine.connect() as conn:
+                row = conn.execute(_STORED_ITERATION, {"cid": self.campaign_id,
+                                                       "it": child.iteration}).first()
+            if row is None:
+                raise
+            return Committed(program_id=row[0], improved_cell=False, new_best=False,
+                             result=_result((None, *row[2:])), cache=row[1])
 
-    def _refresh_meta_note(self, s: Session) -> None:
+    def _refresh_meta_note(self, s: Session | Connection) -> None:
         parent = aliased(Program)
         rows = s.execute(select(Program.status, Program.score, parent.score, Program.kind,
                                 Evaluation.artifacts)
@@ -236,82 +322,79 @@ class CampaignStore:
                          .order_by(Program.iteration.desc()).limit(self.meta_interval)).all()
         note = build_meta_note([Outcome(st, sc, ps, kind, str((art or {}).get("reason", "")))
                                 for st, sc, ps, kind, art in rows])
-        s.execute(update(Campaign).where(Campaign.id == self.campaign_id).values(meta_note=note))
+        s.execute(update(C).where(C.c.id == self.campaign_id).values(meta_note=note))
 
-    def _record_cache(self, s: Session, child: Child, evaluation_id: int) -> None:
+    def _record_cache(self, conn: Connection, child: Child, evaluation_id: int) -> None:
         r = child.result
         if child.cache != CACHE_MISS:
-            s.execute(update(EvalCache).where(EvalCache.task_key == self.task_key,
-                                              EvalCache.kind == child.cache,
-                                              EvalCache.hash == (child.code_hash if child.cache == "code"
-                                                                 else r.functional_hash))
-                      .values(hits=EvalCache.hits + 1))
+            conn.execute(_CACHE_HIT, {"b_tk": self.task_key, "b_kind": child.cache,
+                                      "b_h": child.code_hash if child.cache == "code" else r.functional_hash})
         if r.status not in CACHEABLE:
             return
-        for kind, h in (("code", child.code_hash), ("functional", r.functional_hash)):
-            if h:
-                sql.insert_ignore(s, EvalCache, task_key=self.task_key, kind=kind, hash=h,
-                                  evaluation_id=evaluation_id)
+        rows = [{"task_key": self.task_key, "kind": kind, "hash": h, "evaluation_id": evaluation_id,
+                 "hits": 0}
+                for kind, h in (("code", child.code_hash), ("functional", r.functional_hash)) if h]
+        if rows:  # INSERT .. ON CONFLICT DO NOTHING: the first evaluation of a hash answers it
+            conn.execute(self._stmts["insert_cache"], rows)
 
     def cell_of(self, code: str, features: dict[str, Any]) -> str:
         values = {"code_size": cells.code_size_feature(code), **features}
         return cells.cell_key(cells.cell_index(values, self.dims))
 
-    def _place(self, s: Session, program: Program, child: Child) -> tuple[bool, bool]:
+    def _place(self, conn: Connection, program_id: int, child: Child) -> bool:
         r = child.result
-        if r.status != OK or r.score is None or program.code is None:
-            return False, False
-        cell = self.cell_of(program.code, r.features)
+        cell = self.cell_of(child.code, r.features)
         islands = range(self.islands) if child.parent_id is None else [child.island]
         improved = False
         for island in islands:
-            improved |= offer(s, self.campaign_id, island, cell, program.id, r.score, r.features)
-        res = s.execute(update(Campaign).where(
-            Campaign.id == self.campaign_id,
-            (Campaign.best_score.is_(None)) | (Campaign.best_score < r.score))
-            .values(best_score=r.score, best_program_id=program.id))
-        return improved, bool(res.rowcount)
+            improved |= offer(conn, self.campaign_id, island, cell, program_id, r.score, r.features)
+        return improved
 
-    def _count(self, s: Session, child: Child) -> None:
+    def _count(self, conn: Connection, child: Child, program_id: int, placed: bool) -> bool:
+        """Counters (and the best program, when `placed`) in one UPDATE. True on a new best."""
         r, m = child.result, child.mutation
-        values: dict[str, Any] = dict(
-            evaluations=Campaign.evaluations + 1,
-            cache_hits=Campaign.cache_hits + int(child.cache != CACHE_MISS),
-            failures=Campaign.failures + int(r.status != OK),
-            rejected=Campaign.rejected + int(r.status == REJECTED),
-            novelty_skips=Campaign.novelty_skips + int(bool(r.artifacts.get("novelty"))),
-            sandbox_runs=Campaign.sandbox_runs + int(child.cache == CACHE_MISS and r.status != REJECTED),
-            tokens=Campaign.tokens + m.prompt_tokens + m.completion_tokens,
-            cost_usd=Campaign.cost_usd + m.cost_usd,
-            eval_seconds=Campaign.eval_seconds + (r.duration_s if child.cache == CACHE_MISS else 0.0),
+        seed = child.parent_id is None and m.kind == "seed"
+        params: dict[str, Any] = dict(
+            cid=self.campaign_id,
+            d_hits=int(child.cache != CACHE_MISS),
+            d_failures=int(r.status != OK),
+            d_rejected=int(r.status == REJECTED),
+            d_novelty=int(bool(r.artifacts.get("novelty"))),
+            d_sandbox=int(child.cache == CACHE_MISS and r.status != REJECTED),
+            d_tokens=m.prompt_tokens + m.completion_tokens,
+            d_cost=m.cost_usd,
+            d_eval_s=r.duration_s if child.cache == CACHE_MISS else 0.0,
         )
-        if child.parent_id is None and m.kind == "seed":
-            values["seed_score"] = r.score
-        s.execute(update(Campaign).where(Campaign.id == self.campaign_id).values(**values))
+        if seed:
+            params["b_seed_score"] = r.score
+        if placed:
+            params.update(score=r.score, pid=program_id)
+        res = conn.execute(_COUNTERS[seed, placed], params)
+        return placed and res.scalar() == program_id
 
 
-def offer(s: Session, campaign_id: int, island: int, cell: str, program_id: int, score: float,
-          features: dict[str, Any]) -> bool:
+def offer(s: Session | Connection, campaign_id: int, island: int, cell: str, program_id: int,
+          score: float, features: dict[str, Any]) -> bool:
     """Atomic replace-if-better of one elite cell. True when the program now holds the cell.
 
     One INSERT .. ON CONFLICT DO UPDATE .. WHERE score < new: an UPDATE-then-INSERT-IGNORE pair
     loses the better program when two writers both find the cell empty and the worse one inserts
     first."""
-    return sql.upsert_if_greater(s, EliteCell, ("campaign_id", "island", "cell"), "score",
-                                 campaign_id=campaign_id, island=island, cell=cell,
-                                 program_id=program_id, score=score, features=features,
-                                 updated_at=utcnow())
+    stmt = _dialect_statements(_dialect_name(s))["upsert_elite"]
+    res = s.execute(stmt, dict(campaign_id=campaign_id, island=island, cell=cell,
+                               program_id=program_id, score=score, features=features,
+                               updated_at=utcnow()))
+    return bool(res.rowcount)
 
 
-def migrate(s: Session, campaign_id: int, islands: int) -> int:
+def migrate(s: Session | Connection, campaign_id: int, islands: int) -> int:
     """Ring migration: each island's best elite is offered to the next island's same cell."""
     if islands < 2:
         return 0
     best = {}
     for island, cell, pid, score, feats in s.execute(
-            select(EliteCell.island, EliteCell.cell, EliteCell.program_id, EliteCell.score,
-                   EliteCell.features).where(EliteCell.campaign_id == campaign_id)
-            .order_by(EliteCell.program_id)):
+            select(EC.c.island, EC.c.cell, EC.c.program_id, EC.c.score, EC.c.features)
+            .where(EC.c.campaign_id == campaign_id).order_by(EC.c.program_id)):
         if island not in best or score > best[island][2]:
             best[island] = (cell, pid, score, feats)
     moved = 0

@@ -37,10 +37,21 @@ def _is_docstring(stmt: ast.stmt) -> bool:
 _DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
+# Statements (so docstring owners) only ever sit in these list fields: walking them alone
+# finds every docstring while skipping the expression nodes, most of a tree.
+_STMT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
 def _drop_docstrings(tree: ast.Module) -> ast.Module:
-    for node in ast.walk(tree):
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
         if isinstance(node, _DOC_OWNERS) and node.body and _is_docstring(node.body[0]):
             node.body = node.body[1:] or ([] if isinstance(node, ast.Module) else [ast.Pass()])
+        for name in _STMT_LISTS:
+            children = getattr(node, name, None)
+            if children and isinstance(children, list):
+                todo.extend(children)
     return tree
 
 

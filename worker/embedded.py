@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import budget_left, missing_iterations, reserve_iteration, set_status, summary
+from db.campaigns import (budget_left, engine_of, has_extra_budget, missing_iterations,
+                          reserve_iteration, set_status, summary)
 from db.models import Campaign
 from evolution.step import Committed
 from worker.runtime import Runtime
@@ -33,6 +34,8 @@ class EmbeddedExecutor:
         self._lock = threading.Lock()
         self._pending: list[int] = []
         self._error: str = ""
+        self._engine = engine_of(sessions)
+        self._extra_budget = True  # decided in run(), from the stored config
 
     def _next_iteration(self) -> int | None:
         with self._lock:
@@ -40,11 +43,15 @@ class EmbeddedExecutor:
                 return self._pending.pop(0)
         if self.stop.is_set():
             return None
-        with self.sessions() as s:
-            c = s.get(Campaign, self.campaign_id)
-            if c is None or c.status != "running" or budget_left(c):
-                return None
-        return reserve_iteration(self.sessions, self.campaign_id)
+        if self._extra_budget:  # tokens, cost or time: budget_left reads the counters
+            with self.sessions() as s:
+                c = s.get(Campaign, self.campaign_id)
+                if c is None or c.status != "running" or budget_left(c):
+                    return None
+        # Otherwise one UPDATE .. RETURNING is the whole check: it claims an iteration only while
+        # the campaign is running and iterations_reserved < max_evaluations (and evaluations <=
+        # iterations_reserved, so budget_left's max_evaluations test is implied).
+        return reserve_iteration(self._engine, self.campaign_id)
 
     def _work(self, rt: Runtime) -> None:
         while not self.stop.is_set():
@@ -68,6 +75,7 @@ class EmbeddedExecutor:
             c = s.get(Campaign, self.campaign_id)
             if c.status != "running":
                 return summary(c)
+            self._extra_budget = has_extra_budget(c.config)
             self._pending = missing_iterations(s, self.campaign_id, c.iterations_reserved)
         try:
             rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox)

@@ -4,7 +4,8 @@ Works with any server speaking `/v1/chat/completions`: OpenAI, vLLM, Ollama, lla
 OpenRouter, LiteLLM. Built on the `openai` package with its own retries switched off:
 
 - `hard_limit_s` bounds each `complete()` call including all retries and backoff. Every attempt
-  runs in a daemon thread and reads the body as a stream, checking the deadline between chunks;
+  runs in a daemon thread (reused from a small pool; a new one when all are busy, say with a
+  reply that never ends) and reads the body as a stream, checking the deadline between chunks;
   the caller waits at most until the deadline, so a reply that never ends cannot hang a worker.
 - Retries only on 429, 5xx, timeouts and connection errors: exponential backoff with jitter,
   or the server's Retry-After (seconds, milliseconds or an HTTP date) when it sends one. A
@@ -62,6 +63,55 @@ class _Retryable(Exception):
     def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None):
         super().__init__(message)
         self.status, self.retry_after_s = status, retry_after_s
+
+
+class _AttemptThreads:
+    """Daemon threads for attempts, reused: starting a thread per attempt costs a start-up
+    handshake (a GIL hand-off) on every call. A job goes to an idle thread when there is one,
+    else to a new thread, so an attempt stuck in a read never delays the next one."""
+
+    def __init__(self, name: str = "llm-call"):
+        self._name = name
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # a forked child (Celery prefork) has no threads
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(target=self._loop, args=(job,), name=self._name, daemon=True).start()
+
+    def _loop(self, job: Callable[[], None]) -> None:
+        while True:
+            try:
+                job()
+            except BaseException:  # jobs report their own outcome; keep the thread alive
+                pass
+            job = None  # drop references before idling
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+
+
+_threads = _AttemptThreads()
+
+
+class _Box:
+    """One attempt's outcome, handed from its thread to the waiting caller."""
+
+    __slots__ = ("done", "ok", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok, self.value = False, None
 
 
 def resolve_api_key(api_key: str | None = None) -> str:
@@ -175,21 +225,21 @@ class OpenAIClient:
 
     def _bounded(self, attempt: Callable[[float], Any], timeout_s: float, deadline: float) -> Any:
         """Run one attempt in a daemon thread; wait for it at most until the deadline."""
-        box: queue.Queue = queue.Queue(maxsize=1)
+        box = _Box()
 
         def run() -> None:
             try:
-                box.put((True, attempt(timeout_s)))
+                box.value, box.ok = attempt(timeout_s), True
             except BaseException as exc:  # handed to the caller below
-                box.put((False, exc))
+                box.value = exc
+            box.done.set()
 
-        threading.Thread(target=run, name="llm-call", daemon=True).start()
-        try:
-            ok, value = box.get(timeout=max(0.0, deadline - self._clock()) + 0.05)
-        except queue.Empty:
+        _threads.submit(run)
+        if not box.done.wait(max(0.0, deadline - self._clock()) + 0.05):
             raise _Retryable(f"no complete reply within the hard limit "
                              f"({self.hard_limit_s:g} s)") from None
-        if ok:
+        value = box.value
+        if box.ok:
             return value
         raise value
 
@@ -198,8 +248,11 @@ class OpenAIClient:
         """POST /chat/completions; read the body as a stream, bounded by `timeout_s` in total."""
         started = time.monotonic()
         try:
+            # The body goes as `extra_body`, which the SDK sends as is (it takes precedence over
+            # the typed arguments): its per-call type-driven transform of the messages costs
+            # more CPU than the rest of the request. `messages=[]` only satisfies the signature.
             with self._sdk.chat.completions.with_streaming_response.create(
-                    **body, timeout=timeout_s) as resp:
+                    model=body["model"], messages=[], extra_body=body, timeout=timeout_s) as resp:
                 chunks = []
                 for chunk in resp.iter_bytes():
                     chunks.append(chunk)
