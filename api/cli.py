@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +105,6 @@ def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program
     from sqlalchemy import update
 
     from db.models import Campaign
-    from worker.campaigns import SpecError, create_campaign
-    from worker.spec import CampaignSpec
 
     sessions = _sessions(db)
     if resume_id is not None:
@@ -132,21 +128,25 @@ def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program
             raw["archive"] = {"islands": islands}
         if program:
             raw["program"] = Path(program).read_text()
-        try:
-            spec = CampaignSpec.model_validate(raw)
-            campaign_id = create_campaign(sessions, spec).id
-        except SpecError as exc:
-            raise click.ClickException(str(exc)) from None
-        except ValueError as exc:
-            raise click.ClickException(f"invalid campaign: {exc}") from None
-    from worker.campaigns import mutation_stats
-
+        campaign_id = _create_campaign(sessions, raw)
     result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
-    result.update(mutation_stats(sessions, campaign_id))
     if as_json:
         _emit_json(result)
     else:
         _print_summary(result)
+
+
+def _create_campaign(sessions, raw: dict[str, Any]) -> int:
+    """Validate a campaign spec and store it; bad input is a one-line error, not a traceback."""
+    from worker.campaigns import SpecError, create_campaign
+    from worker.spec import CampaignSpec
+
+    try:
+        return create_campaign(sessions, CampaignSpec.model_validate(raw)).id
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"invalid campaign: {exc}") from None
 
 
 def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> dict[str, Any]:
@@ -181,9 +181,13 @@ def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> 
     executor = EmbeddedExecutor(sessions, campaign_id, parallel=parallel, on_commit=on_commit)
     try:
         with progress:
-            return executor.run()
+            result = executor.run()
     finally:
         close_sandboxes()
+    from worker.campaigns import mutation_stats
+
+    result.update(mutation_stats(sessions, campaign_id))
+    return result
 
 
 def _print_summary(r: dict[str, Any]) -> None:
@@ -391,8 +395,7 @@ def openevolve(initial_program, evaluator, config_path, iterations, parallel, se
                models, sandbox, name, as_json) -> None:
     """Run an OpenEvolve problem (initial program + evaluator [+ config]) unmodified."""
     from evaluators.openevolve import load_problem
-    from worker.campaigns import SpecError, create_campaign
-    from worker.spec import CampaignSpec, ModelSpec
+    from worker.spec import ModelSpec
 
     try:
         problem = load_problem(initial_program, evaluator, config_path, llm_base_url=llm_base_url)
@@ -414,14 +417,8 @@ def openevolve(initial_program, evaluator, config_path, iterations, parallel, se
            "name": name or f"openevolve {Path(evaluator).resolve().parent.name} #{seed}",
            "seed": seed, "parallel": parallel, "sandbox": sandbox, "mutator": mutator,
            "archive": problem.archive, "budget": {"max_evaluations": iterations + 1}}
-    try:
-        spec = CampaignSpec.model_validate(raw)
-        sessions = _sessions(db)
-        campaign_id = create_campaign(sessions, spec).id
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ValueError as exc:
-        raise click.ClickException(f"invalid campaign: {exc}") from None
+    sessions = _sessions(db)
+    campaign_id = _create_campaign(sessions, raw)
     result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
     result["params"] = {k: v for k, v in problem.task_params.items() if k not in ("files", "context")}
     result.update(files_hash=problem.files_hash, mutator=mutator["kind"],
