@@ -11,11 +11,11 @@ the result does not depend on row order). Every operation costs O(cells), never 
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from evolution.hashing import UNPARSABLE, normalize_code
 from evolution.types import FeatureDim
 
 Cell = tuple[int, ...]
@@ -50,12 +50,14 @@ def parse_cell_key(key: str) -> Cell:
 
 
 def code_size_feature(code: str) -> float:
-    """Program size as the number of AST nodes (comments/formatting do not count); text that
-    does not parse counts whitespace-separated tokens instead."""
-    try:
-        return float(sum(1 for _ in ast.walk(ast.parse(code))))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    """Program size as the length of its normalised text (comments, docstrings and formatting do
+    not count). It reuses the parse that `code_hash` already made (normalize_code is cached), so
+    placing a program costs no second parse. Text that does not parse counts whitespace-separated
+    tokens instead."""
+    norm = normalize_code(code)
+    if norm.startswith(UNPARSABLE):
         return float(len(code.split()))
+    return float(len(norm))
 
 
 CODE_SIZE = "code_size"

@@ -60,6 +60,9 @@ def _whitespace_normalised(code: str) -> str:
     return "\n".join(line.rstrip() for line in lines if line.strip())
 
 
+UNPARSABLE = "# unparsable\n"
+
+
 @functools.lru_cache(maxsize=512)
 def normalize_code(code: str) -> str:
     """Canonical text of a program: no comments, no docstrings, `ast.unparse` formatting.
@@ -73,7 +76,7 @@ def normalize_code(code: str) -> str:
         tree = _drop_docstrings(tree)
         return ast.unparse(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return "# unparsable\n" + _whitespace_normalised(code)
+        return UNPARSABLE + _whitespace_normalised(code)
 
 
 @functools.lru_cache(maxsize=2048)
