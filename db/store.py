@@ -8,11 +8,12 @@ Programs are immutable, so the store keeps an in-memory cache of the ones it has
 """
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from dataclasses import replace
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import Float, bindparam, case, select, update
 from sqlalchemy.engine import Connection
@@ -28,6 +29,7 @@ from evolution.selection import SelectionConfig, choose
 from evolution.step import CACHE_MISS, Child, Committed, Selection
 from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
 
+log = logging.getLogger(__name__)
 CACHEABLE = (OK, INVALID, ERROR)  # deterministic outcomes; timeouts and kills may be flukes
 
 # Hot-path statements are SQLAlchemy Core, built once and run on a pooled Connection: no ORM
@@ -45,6 +47,8 @@ _REFS = (select(*_REF_COLUMNS).select_from(P.outerjoin(E, E.c.program_id == P.c.
          .where(P.c.id.in_(bindparam("ids", expanding=True))))
 _NEWEST_WITH_CODE = (select(P.c.id).where(P.c.campaign_id == bindparam("cid"), P.c.code.is_not(None))
                      .order_by(P.c.iteration.desc()).limit(1))
+_ARTIFACTS = (select(E.c.program_id, E.c.artifacts)
+              .where(E.c.program_id.in_(bindparam("ids", expanding=True))))
 _META_NOTE = select(C.c.meta_note).where(C.c.id == bindparam("cid"))
 _RECENT_FAILURES = (select(P.c.status, E.c.artifacts).select_from(P.join(E, E.c.program_id == P.c.id))
                     .where(P.c.parent_id == bindparam("pid"), P.c.status != OK)
@@ -128,8 +132,15 @@ def dims_from_config(config: dict[str, Any]) -> list[FeatureDim]:
     return [FeatureDim(**d) for d in config.get("archive", {}).get("dims", [])]
 
 
+# relative_features(fingerprint, elite_fingerprints) -> {feature: value}: the task's hook
+# (evaluators.base.Task.relative_features) with its params bound, passed in by worker/runtime.py.
+RelativeFeatures = Callable[[Any, list[Any]], dict[str, float]]
+
+
 class CampaignStore:
-    def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, cache_size: int = 4096):
+    def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, cache_size: int = 4096,
+                 relative_features: RelativeFeatures | None = None,
+                 fingerprint_key: str = "behaviour_fingerprint"):
         self.sessions = sessions
         self.engine = engine_of(sessions)
         self.campaign_id = campaign_id
@@ -154,6 +165,12 @@ class CampaignStore:
         self._refs: OrderedDict[int, ProgramRef] = OrderedDict()
         self._refs_lock = threading.Lock()
         self._cache_size = cache_size
+        # Behaviour features relative to the island's elites (see _relative_features). The
+        # fingerprints live in the evaluations' artifacts; they are kept out of ProgramRefs
+        # (prompts) and cached here per program id, like the MinHash signatures.
+        self._relative = relative_features
+        self._fp_key = fingerprint_key
+        self._fingerprints: OrderedDict[int, Any] = OrderedDict()
 
     # -- select ---------------------------------------------------------------------------
     def _refs_for(self, s: Session | Connection, ids: list[int]) -> dict[int, ProgramRef]:
@@ -165,6 +182,9 @@ class CampaignStore:
             rows = s.execute(_REFS, {"ids": missing}).all()
             with self._refs_lock:
                 for pid, code, score, status, island, generation, metrics, features, artifacts in rows:
+                    if self._relative is not None and artifacts and self._fp_key in artifacts:
+                        artifacts = dict(artifacts)
+                        self._remember_fingerprint(pid, artifacts.pop(self._fp_key))
                     ref = ProgramRef(id=pid, code=code or "", score=score, status=status, island=island,
                                      generation=generation, metrics=metrics or {},
                                      features=features or {}, artifacts=artifacts or {})
@@ -173,6 +193,39 @@ class CampaignStore:
                 while len(self._refs) > self._cache_size:
                     self._refs.popitem(last=False)
         return found
+
+    def _remember_fingerprint(self, pid: int, fp: Any) -> None:
+        """Call with _refs_lock held."""
+        self._fingerprints[pid] = fp
+        self._fingerprints.move_to_end(pid)
+        while len(self._fingerprints) > self._cache_size:
+            self._fingerprints.popitem(last=False)
+
+    def _elite_fingerprints(self, conn: Connection, ids: list[int]) -> list[Any]:
+        with self._refs_lock:
+            found = {i: self._fingerprints[i] for i in ids if i in self._fingerprints}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = conn.execute(_ARTIFACTS, {"ids": missing}).all()
+            with self._refs_lock:
+                for pid, artifacts in rows:
+                    found[pid] = (artifacts or {}).get(self._fp_key)
+                    self._remember_fingerprint(pid, found[pid])
+        return [found[i] for i in ids if found.get(i) is not None]
+
+    def _relative_features(self, conn: Connection, child: Child) -> dict[str, Any]:
+        """The task's relative features of a valid child against the current elites of the
+        island(s) it is offered to. Called after the campaign row is written, so on PostgreSQL
+        (row lock) and SQLite (write lock) commits see each other's elites in commit order."""
+        elites = self.elites(conn)
+        islands = range(self.islands) if child.parent_id is None else [child.island]
+        ids = list(dict.fromkeys(pid for i in islands for pid, _, _ in elites.get(i, [])))
+        others = self._elite_fingerprints(conn, ids) if ids else []
+        try:
+            return dict(self._relative(child.result.artifacts.get(self._fp_key), others))
+        except Exception:  # a task bug must not lose the commit: the feature is left out (bin 0)
+            log.exception("relative_features failed for campaign %s", self.campaign_id)
+            return {}
 
     def elites(self, s: Session | Connection) -> dict[int, list[tuple[int, float, str]]]:
         """Read fresh every time: other workers (threads or processes) replace elites."""
@@ -269,8 +322,8 @@ class CampaignStore:
 
     # -- commit ---------------------------------------------------------------------------
     def commit(self, child: Child) -> Committed:
-        """One transaction of Core statements: program, evaluation, cache entries, the campaign
-        row (counters and best), then the elite cells (lock order: campaign row first)."""
+        """One transaction of Core statements: program, the campaign row (counters and best),
+        evaluation, cache entries, then the elite cells (lock order: campaign row first)."""
         r, m = child.result, child.mutation
         artifacts = dict(r.artifacts)
         if m.error and r.status == REJECTED:
@@ -286,6 +339,11 @@ class CampaignStore:
                     response=m.response, prompt_tokens=m.prompt_tokens,
                     completion_tokens=m.completion_tokens, cost_usd=m.cost_usd, extra=m.extra or {},
                     status=r.status, score=r.score, created_at=now)).scalar_one()
+                placed = r.status == OK and r.score is not None and child.code is not None
+                new_best = self._count(conn, child, program_id, placed)
+                if placed and self._relative is not None:
+                    # Stored as features (dashboard, rebuild_elites) before the cell is computed.
+                    r = replace(r, features={**r.features, **self._relative_features(conn, child)})
                 evaluation_id = conn.execute(_INSERT_EVALUATION, dict(
                     program_id=program_id, task_key=self.task_key, status=r.status, score=r.score,
                     metrics=r.metrics, features=r.features, artifacts=artifacts,
@@ -293,9 +351,7 @@ class CampaignStore:
                     functional_hash=r.functional_hash, cache=child.cache,
                     source_evaluation_id=child.cache_source_id, created_at=now)).scalar_one()
                 self._record_cache(conn, child, evaluation_id)
-                placed = r.status == OK and r.score is not None and child.code is not None
-                new_best = self._count(conn, child, program_id, placed)
-                improved = self._place(conn, program_id, child) if placed else False
+                improved = self._place(conn, program_id, child, r.features) if placed else False
                 if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
                     migrate(conn, self.campaign_id, self.islands)
                 if self.meta_interval and child.iteration and child.iteration % self.meta_interval == 0:
@@ -341,13 +397,13 @@ class CampaignStore:
         values = {"code_size": cells.code_size_feature(code), **features}
         return cells.cell_key(cells.cell_index(values, self.dims))
 
-    def _place(self, conn: Connection, program_id: int, child: Child) -> bool:
-        r = child.result
-        cell = self.cell_of(child.code, r.features)
+    def _place(self, conn: Connection, program_id: int, child: Child, features: dict[str, Any]) -> bool:
+        cell = self.cell_of(child.code, features)
         islands = range(self.islands) if child.parent_id is None else [child.island]
         improved = False
         for island in islands:
-            improved |= offer(conn, self.campaign_id, island, cell, program_id, r.score, r.features)
+            improved |= offer(conn, self.campaign_id, island, cell, program_id, child.result.score,
+                              features)
         return improved
 
     def _count(self, conn: Connection, child: Child, program_id: int, placed: bool) -> bool:

@@ -52,6 +52,22 @@ class Task(Protocol):
     def score(self, params: BaseModel, stage: Stage, outputs: list[Any]) -> StageResult: ...
     def feature_dims(self, params: BaseModel) -> list[FeatureDim]: ...
 
+    # Optional hook, for behaviour features relative to the campaign's archive (a task sees one
+    # program at a time; the store sees the elites). A task that defines it puts a compact,
+    # JSON-able fingerprint of the program's behaviour in `StageResult.artifacts[FINGERPRINT_KEY]`
+    # and names the relative feature in `feature_dims`. When the store commits a valid program
+    # it calls, trusted and outside the sandbox,
+    #     relative_features(params, fingerprint, elite_fingerprints) -> dict[str, float]
+    # with the fingerprints of the current elites of the program's island (all islands for a
+    # program without parent; [] when there are none), merges the answer into the stored
+    # `EvalResult.features` and only then computes the MAP-Elites cell. It must be pure and
+    # cheap (it runs in the commit transaction); `fingerprint` may be None. Tasks without the
+    # hook are unaffected. Wired by worker/runtime.py (db/ never imports evaluators/).
+
+
+# The artifacts key under which a task with `relative_features` reports its fingerprint.
+FINGERPRINT_KEY = "behaviour_fingerprint"
+
 
 def task_key(task: Task, params: BaseModel) -> str:
     """Cache key: the same program under the same key always scores the same."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Campaign
 from db.store import CampaignStore
-from evaluators.base import get_task, parse_params
+from evaluators.base import FINGERPRINT_KEY, get_task, parse_params
 from evaluators.pipeline import CascadeEvaluator
 from evolution.step import Committed, Evaluator, Mutator, Selection, run_iteration
 from evolution.types import Mutation
@@ -85,7 +86,9 @@ class Runtime:
             raw_params = c.params
         task = get_task(spec.task)
         params = parse_params(task, raw_params)
-        store = CampaignStore(sessions, campaign_id)
+        hook = getattr(task, "relative_features", None)  # optional: see evaluators.base.Task
+        store = CampaignStore(sessions, campaign_id, fingerprint_key=FINGERPRINT_KEY,
+                              relative_features=partial(hook, params) if hook is not None else None)
         if sandbox is None:
             sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
             if hasattr(sandbox, "for_task"):  # containers: the task's image, GPU device requests

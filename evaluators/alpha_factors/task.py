@@ -1,6 +1,7 @@
 """The alpha_factors task: evolve a cross-sectional stock-selection signal on a daily panel."""
 from __future__ import annotations
 
+import base64
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from evaluators.alpha_factors import data, metrics
-from evaluators.base import FeatureDim, Resources, Stage
+from evaluators.base import FINGERPRINT_KEY, FeatureDim, Resources, Stage
 from evolution.types import StageResult
 
 HERE = Path(__file__).parent
@@ -19,6 +20,10 @@ PERIODS = ("train", "val", "test")
 CHECK_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.65, 0.72, 0.8, 0.88, 0.95)
 CHECK_TAIL = 5        # rows before the cut always compared, even where segments are shorter
 PROBE_DATES, PROBE_ASSETS = 320, 8
+FP_VALUES = 2048                 # fingerprint budget: about this many (date, asset) ranks
+FP_MIN_DATES, FP_MAX_DATES = 8, 64
+FP_NAN = 255                     # fingerprint byte for "no rank" (ranks are quantised to 0..254)
+ELITE_CORR = "elite_corr"
 
 SEED_PROGRAM = '''"""Alpha factor candidate: alpha(panel) -> dates x assets array (higher = expected to outperform)."""
 import numpy as np
@@ -87,7 +92,7 @@ class AlphaParams(BaseModel):
 
 class AlphaFactorsTask:
     name: ClassVar[str] = "alpha_factors"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2   # 2: behaviour fingerprint + elite_corr feature
     Params: ClassVar[type[BaseModel]] = AlphaParams
     entrypoint: ClassVar[str] = "alpha"
     resources: ClassVar[Resources] = Resources(timeout_s=60.0, memory_mb=2048, gpu=False)
@@ -120,8 +125,20 @@ class AlphaFactorsTask:
         ]
 
     def feature_dims(self, params: BaseModel) -> list[FeatureDim]:
-        # Stand-ins for "correlation to the campaign's elites", which a task cannot see.
-        return [FeatureDim("corr_momentum", -1.0, 1.0, 10), FeatureDim("corr_reversal", -1.0, 1.0, 10)]
+        # The archive bins the first one: correlation to the campaign's elites, filled in by the
+        # store through relative_features(); the reference correlations are informational.
+        return [FeatureDim(ELITE_CORR, 0.0, 1.0, 10), FeatureDim("corr_momentum", -1.0, 1.0, 10),
+                FeatureDim("corr_reversal", -1.0, 1.0, 10)]
+
+    def relative_features(self, params: BaseModel, fingerprint: Any,
+                          elite_fingerprints: list[Any]) -> dict[str, float]:
+        """elite_corr: the largest |mean daily rank correlation| (on the fingerprint dates) with
+        any current elite of the island, in [0, 1]; 0 when there are no elites."""
+        mine = decode_fingerprint(fingerprint)
+        if mine is None:
+            return {}
+        return {ELITE_CORR: max_elite_corr(mine, [decode_fingerprint(f) for f in elite_fingerprints],
+                                           params.min_assets)}
 
     def score(self, params: BaseModel, stage: Stage, outputs: list[Any]) -> StageResult:
         try:
@@ -192,11 +209,71 @@ def score_panel(params: BaseModel, m: data.Market, factor: np.ndarray, fwd: np.n
     features = {f"corr_{name}": metrics.mean_rank_corr(factor[va:vb], ref[va:vb], params.min_assets)
                 for name, ref in refs.items()}
     out.update(features)
+    fingerprint = factor_fingerprint(factor, bounds["val"], params.min_assets)
     out["ic"], out["rank_ic"] = out["val_ic"], out["val_rank_ic"]
     combined = out[f"val_{params.score_metric}"]
     if not math.isfinite(combined):
         return StageResult(valid=False, metrics=out, reason="validation score is not finite")
-    return StageResult(valid=True, combined_score=combined, metrics=out, features=features)
+    return StageResult(valid=True, combined_score=combined, metrics=out, features=features,
+                       artifacts={FINGERPRINT_KEY: fingerprint})
+
+
+def fingerprint_rows(val: tuple[int, int], n_assets: int) -> np.ndarray:
+    """The fixed validation rows a fingerprint samples: evenly spaced, about FP_VALUES values."""
+    a, b = val
+    n = int(np.clip(FP_VALUES // max(1, n_assets), FP_MIN_DATES, FP_MAX_DATES))
+    return np.unique(np.linspace(a, b - 1, min(n, b - a)).round().astype(int))
+
+
+def factor_fingerprint(factor: np.ndarray, val: tuple[int, int], min_assets: int) -> str:
+    """A compact behaviour sketch: the factor's cross-sectional percentile ranks on fixed
+    validation dates, quantised to one byte (FP_NAN = no rank; dates with fewer than
+    `min_assets` finite values have none), as "DxA:base64"."""
+    f = factor[fingerprint_rows(val, factor.shape[1])]
+    n = np.isfinite(f).sum(axis=1, keepdims=True)
+    with np.errstate(all="ignore"):
+        pct = (metrics.rank_rows(f) - 1.0) / (n - 1.0)
+    q = np.where(np.isfinite(pct) & (n >= max(2, min_assets)), np.rint(pct * (FP_NAN - 1)), FP_NAN)
+    return f"{f.shape[0]}x{f.shape[1]}:" + base64.b64encode(q.astype(np.uint8).tobytes()).decode()
+
+
+@lru_cache(maxsize=4096)
+def _decode(fp: str) -> np.ndarray | None:
+    try:
+        shape, blob = fp.split(":", 1)
+        d, a = (int(x) for x in shape.split("x"))
+        q = np.frombuffer(base64.b64decode(blob, validate=True), dtype=np.uint8)
+        if q.size != d * a:
+            return None
+    except (ValueError, TypeError):
+        return None
+    out = np.where(q == FP_NAN, np.nan, q.astype(np.float64)).reshape(d, a)
+    out.flags.writeable = False
+    return out
+
+
+def decode_fingerprint(fp: Any) -> np.ndarray | None:
+    """The ranks of a fingerprint as a dates x assets float array (NaN = no rank), or None."""
+    return _decode(fp) if isinstance(fp, str) else None
+
+
+def max_elite_corr(mine: np.ndarray, elites: list[np.ndarray | None], min_assets: int) -> float:
+    """max over elites of |mean over dates of the rank correlation| (dates where fewer than
+    `min_assets` assets have both ranks are skipped; an elite with none contributes 0)."""
+    others = [e for e in elites if e is not None and e.shape == mine.shape]
+    if not others:
+        return 0.0
+    stack = np.stack(others)                                    # elites x dates x assets
+    a = np.broadcast_to(mine, stack.shape).reshape(-1, mine.shape[1])
+    b = stack.reshape(-1, mine.shape[1])
+    both = np.isfinite(a) & np.isfinite(b)
+    c = metrics.row_corr(np.where(both, a, np.nan), b)
+    c[both.sum(axis=1) < max(2, min_assets)] = np.nan
+    c = c.reshape(len(others), mine.shape[0])
+    ok = np.isfinite(c)
+    with np.errstate(all="ignore"):
+        mean = np.where(ok.any(axis=1), np.where(ok, c, 0.0).sum(axis=1) / ok.sum(axis=1), 0.0)
+    return round(float(np.clip(np.abs(mean).max(), 0.0, 1.0)), 6)
 
 
 def _market_key(params: BaseModel) -> tuple:

@@ -151,3 +151,30 @@ def test_seed_program_is_valid():
     result = evaluate(TASK.seed_program(SYNTH), SYNTH)[-1]
     assert result.valid, result.reason
     assert "EVOLVE-BLOCK-START" in TASK.seed_program(SYNTH)
+
+
+def test_fingerprint_and_elite_correlation():
+    from evaluators.base import FINGERPRINT_KEY
+
+    log_volume = "import numpy as np\ndef alpha(panel):\n    return np.log(panel['volume'])\n"
+    negated = "import numpy as np\ndef alpha(panel):\n    return -np.log(panel['volume'])\n"
+    momentum = example("momentum_20d")
+    fps = {}
+    for name, code in (("vol", log_volume), ("neg", negated), ("mom", momentum)):
+        r = evaluate(code, SYNTH)[-1]
+        assert r.valid, r.reason
+        assert "elite_corr" not in r.features          # the store adds it, knowing the elites
+        fps[name] = r.artifacts[FINGERPRINT_KEY]
+        assert isinstance(fps[name], str) and len(fps[name]) < 4000   # compact
+    again = evaluate(log_volume, SYNTH)[-1].artifacts[FINGERPRINT_KEY]
+    assert again == fps["vol"]                         # deterministic
+    rel = lambda fp, elites: TASK.relative_features(SYNTH, fp, elites)["elite_corr"]
+    assert rel(fps["vol"], []) == 0.0                  # no elites yet
+    assert rel(fps["vol"], [fps["vol"]]) == pytest.approx(1.0)
+    assert rel(fps["vol"], [fps["neg"]]) == pytest.approx(1.0)   # |corr|: a sign flip is no novelty
+    unrelated = rel(fps["vol"], [fps["mom"]])
+    assert 0.0 <= unrelated < 0.3
+    assert rel(fps["vol"], [fps["mom"], fps["neg"]]) == pytest.approx(1.0)   # max over elites
+    assert rel(fps["vol"], [None, "garbage", fps["mom"]]) == unrelated      # unusable ones ignored
+    assert TASK.relative_features(SYNTH, None, [fps["vol"]]) == {}
+    assert TASK.feature_dims(SYNTH)[0].name == "elite_corr"
