@@ -89,23 +89,35 @@ class EmbeddedExecutor:
                     it = reserve_iteration(self.sessions, self.campaign_id)
                     if it is not None:
                         self._run_one(rt, it)
+        except KeyboardInterrupt:  # Ctrl-C while starting: an unfinished reservation is re-run later
+            self.stop.set()
+            return self._finish()
         except Exception as exc:  # cannot even start (bad stored config, no sandbox, DB down)
             log.exception("campaign %s could not start", self.campaign_id)
             self._error = f"could not start: {exc!r}"
             return self._finish()
-        threads = [threading.Thread(target=self._work, args=(rt,), daemon=True,
-                                    name=f"evoforge-{self.campaign_id}-{i}")
-                   for i in range(self.parallel)]
-        for t in threads:
-            t.start()
+        # Wait on our own Event, not Thread.join: a join interrupted by Ctrl-C can mark a thread
+        # finished while it still runs (CPython), and the summary would then miss its commit.
+        remaining = [self.parallel]
+        all_done = threading.Event()
+
+        def work() -> None:
+            try:
+                self._work(rt)
+            finally:
+                with self._lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+
+        for i in range(self.parallel):
+            threading.Thread(target=work, daemon=True, name=f"evoforge-{self.campaign_id}-{i}").start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
-        except KeyboardInterrupt:
+            while not all_done.wait(0.5):
+                pass
+        except KeyboardInterrupt:  # Ctrl-C: in-flight iterations finish and commit, then we stop
             self.stop.set()
-            for t in threads:
-                t.join()
+            all_done.wait()
         return self._finish()
 
     def _run_one(self, rt: Runtime, it: int) -> None:
