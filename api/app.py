@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
+from api import fastpath
 from api.deps import AppState, reject_unknown_query
 from api.metrics import LatencyMiddleware, Metrics
 from api.routers import campaigns, programs, system, tasks
@@ -75,6 +76,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     for r in (campaigns.router, programs.router, tasks.router, system.router):
         app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
     _add_error_handlers(app)
+    fastpath.install(app, state)  # cache hits of /elites and /programs (inside the metrics)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     _mount_dashboard(app)
     return app

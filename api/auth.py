@@ -15,6 +15,9 @@ from typing import Annotated
 from fastapi import HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from starlette.concurrency import run_in_threadpool
+
+from api.caches import MISS
 from db import apikeys
 
 # Declares the scheme in OpenAPI (the "Authorize" button of /docs); the header is parsed below.
@@ -59,10 +62,14 @@ def open_allowed(request: Request) -> bool:
     return bool(server) and is_loopback(server[0])
 
 
-def principal(request: Request,
-              _documented: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None
-              ) -> Principal:
-    """The FastAPI dependency every scoped route uses."""
+async def principal(request: Request,
+                    _documented: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer_scheme)] = None) -> Principal:
+    """The FastAPI dependency every scoped route uses.
+
+    A valid key's project is cached in-process for `state.caches.key_ttl_s` (5 s by default,
+    api/caches.py): revoking a key takes effect within that time, not at once. The database is
+    only asked (in the thread pool) on a miss."""
     state = request.app.state.evo
     header = request.headers.get("authorization")
     if header:
@@ -70,11 +77,17 @@ def principal(request: Request,
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("malformed Authorization header: expected 'Bearer <key>'")
-        project_id = apikeys.project_of_key(state.sessions, token)
-        if project_id is None:
-            raise _unauthorized("invalid or revoked API key")
+        caches = state.caches
+        key_id = caches.key_id(token)
+        project_id = caches.project_of(key_id)
+        if project_id is MISS:
+            project_id = await caches.single_flight(
+                ("key", key_id), lambda: apikeys.project_of_key(state.sessions, token))
+            if project_id is None:
+                raise _unauthorized("invalid or revoked API key")
+            caches.remember_key(key_id, project_id)
         return Principal(project_id)
-    if open_allowed(request):
+    if await run_in_threadpool(open_allowed, request):
         return Principal(None)
     raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>' "
                         "(create one with `evoforge apikey create --project NAME`)")

@@ -1,13 +1,14 @@
 """Shared route dependencies and parameter types."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal, principal
+from api.caches import ApiCaches
 from api.schemas import MAX_ID
 
 
@@ -22,9 +23,10 @@ class AppState:
     metrics: object
     poll_s: float = 0.5
     heartbeat_s: float = 15.0
+    caches: ApiCaches = field(default_factory=ApiCaches)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:  # async: no thread-pool hop
     return request.app.state.evo
 
 
@@ -46,7 +48,7 @@ def _query_names(dependant) -> set[str]:
     return names
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:  # pure CPU: stays on the loop
     """Unknown query parameters are errors (like unknown body fields), not silently ignored:
     `?limt=5` should not quietly return 50 items."""
     route = request.scope.get("route")

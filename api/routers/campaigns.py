@@ -5,8 +5,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter
 
 from api import events
+from api.caches import MISS
 from api.errors import E401
 from api.deps import Auth, CampaignId, Limit, Offset, State
 from api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
@@ -23,7 +25,42 @@ E409 = {409: {"model": ErrorPublic, "description": "Impossible in the campaign's
 
 def _read(state, who, campaign_id: int) -> dict:
     with state.sessions() as s:
-        return svc.public(svc.get_campaign(s, who, campaign_id))
+        c = svc.get_campaign(s, who, campaign_id)
+        # What a client has just seen of the campaign, /elites and /programs show too.
+        state.caches.remember_version(who.project_id, campaign_id, programs_svc.version_of(c))
+        return svc.public(c)
+
+
+# /elites and /programs answer from per-process caches of ready-made JSON bytes (api/caches.py),
+# keyed by the campaign's version: a hit costs no database query (within the version TTL) and no
+# re-validation. The bytes are made exactly as FastAPI makes them for the route's response_model
+# (TypeAdapter validate_python + dump_json), so the answers are byte-for-byte today's.
+_ELITES_JSON = TypeAdapter(ElitesPublic)
+_PAGE_JSON = TypeAdapter(Page[ProgramSummaryPublic])
+
+
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+async def refresh_version(state, who, campaign_id: int) -> tuple | None:
+    """Read a campaign's version (one query by primary key, in the thread pool, one at a time
+    per campaign and project) and cache it."""
+    def read():
+        with state.sessions() as s:
+            return programs_svc.campaign_version(s, who, campaign_id)
+    version = await state.caches.single_flight(("version", who.project_id, campaign_id), read)
+    state.caches.remember_version(who.project_id, campaign_id, version)
+    return version
+
+
+async def _cached_version(state, who, campaign_id: int) -> tuple | None:
+    version = state.caches.version(who.project_id, campaign_id)
+    if version is MISS:
+        version = await refresh_version(state, who, campaign_id)
+    if version is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return version
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic,
@@ -78,6 +115,7 @@ def cancel_campaign(campaign_id: CampaignId, state: State, who: Auth):
 def delete_campaign(campaign_id: CampaignId, state: State, who: Auth):
     """Delete a campaign with its programs and archive (stopping it first if it runs)."""
     svc.remove(state.sessions, who, campaign_id, state.runner)
+    state.caches.forget_campaign(campaign_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -101,23 +139,43 @@ def delete_schedule(campaign_id: CampaignId, state: State, who: Auth):
 
 
 @router.get("/{campaign_id}/elites", response_model=ElitesPublic, responses=E404)
-def get_elites(campaign_id: CampaignId, state: State, who: Auth):
+async def get_elites(campaign_id: CampaignId, state: State, who: Auth):
     """The MAP-Elites archive: each island's occupied cells with score and program id."""
-    with state.sessions() as s:
-        return programs_svc.elites(s, who, campaign_id)
+    caches = state.caches
+    version = await _cached_version(state, who, campaign_id)
+    body = caches.body(("elites", version))
+    if body is None:
+        def build():
+            with state.sessions() as s:
+                v, out = programs_svc.elites_versioned(s, who, campaign_id)
+            return v, _ELITES_JSON.dump_json(_ELITES_JSON.validate_python(out))
+        version, body = await caches.single_flight(("elites", version), build)
+        caches.remember_body(("elites", version), body)
+    return _json(body)
 
 
 @router.get("/{campaign_id}/programs", response_model=Page[ProgramSummaryPublic], responses=E404)
-def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit: Limit = 50,
+async def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit: Limit = 50,
                   offset: Offset = 0,
                   sort: Literal["score", "-score", "iteration", "-iteration"] = Query(
                       "score", description="score: best first; iteration: oldest first; '-' reverses."),
                   status: Literal[EVAL_STATUSES] | None = None,  # type: ignore[valid-type]
                   island: int | None = Query(None, ge=0, le=63)):
-    with state.sessions() as s:
-        items, total = programs_svc.list_programs(s, who, campaign_id, sort=sort, status=status,
-                                                  island=island, limit=limit, offset=offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    caches = state.caches
+    version = await _cached_version(state, who, campaign_id)
+    query = (sort, status, island, limit, offset)
+    body = caches.body(("programs", version, query))
+    if body is None:
+        def build():
+            with state.sessions() as s:
+                v, items, total = programs_svc.list_programs_versioned(
+                    s, who, campaign_id, sort=sort, status=status, island=island, limit=limit,
+                    offset=offset)
+            page = {"items": items, "total": total, "limit": limit, "offset": offset}
+            return v, _PAGE_JSON.dump_json(_PAGE_JSON.validate_python(page))
+        version, body = await caches.single_flight(("programs", version, query), build)
+        caches.remember_body(("programs", version, query), body)
+    return _json(body)
 
 
 @router.get("/{campaign_id}/events", responses={**E404, 200: {

@@ -57,12 +57,28 @@ def _version(c: Campaign) -> tuple:
     return (c.id, c.created_at, c.evaluations)
 
 
+version_of = _version
+
+
+def campaign_version(s: Session, principal: Principal, campaign_id: int) -> tuple | None:
+    """The version `_version` of a campaign the caller may see (None: not found or not theirs),
+    read as three columns by primary key: the cheap check in front of the response caches."""
+    row = s.execute(scope(select(Campaign.id, Campaign.created_at, Campaign.evaluations)
+                          .where(Campaign.id == campaign_id), principal)).first()
+    return None if row is None else tuple(row)
+
+
 def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]:
+    return elites_versioned(s, principal, campaign_id)[1]
+
+
+def elites_versioned(s: Session, principal: Principal, campaign_id: int) -> tuple[tuple, dict[str, Any]]:
+    """(version of the archive read, elites document)."""
     c = get_campaign(s, principal, campaign_id)
     key = _version(c)
     hit = _ELITES.get(key)
     if hit is not None:
-        return hit
+        return key, hit
     # Plain rows, not ORM objects: a full archive is hundreds of cells, and building an ORM
     # instance per cell was most of this endpoint's time.
     rows = s.execute(select(EliteCell.island, EliteCell.cell, EliteCell.score, EliteCell.program_id,
@@ -79,7 +95,7 @@ def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]
     out = {"campaign_id": c.id, "dims": dims,
            "islands": [{"island": i, "cells": cells} for i, cells in sorted(by_island.items())]}
     _ELITES.put(key, out)
-    return out
+    return key, out
 
 
 def summary_of(p: Program) -> dict[str, Any]:
@@ -93,6 +109,14 @@ def summary_of(p: Program) -> dict[str, Any]:
 def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: str,
                   status: str | None, island: int | None, limit: int,
                   offset: int) -> tuple[list[dict[str, Any]], int]:
+    return list_programs_versioned(s, principal, campaign_id, sort=sort, status=status,
+                                   island=island, limit=limit, offset=offset)[1:]
+
+
+def list_programs_versioned(s: Session, principal: Principal, campaign_id: int, *, sort: str,
+                            status: str | None, island: int | None, limit: int,
+                            offset: int) -> tuple[tuple, list[dict[str, Any]], int]:
+    """(version of the archive read, items, total)."""
     c = get_campaign(s, principal, campaign_id)
     cols = [Program.id, Program.campaign_id, Program.iteration, Program.parent_id, Program.island,
             Program.generation, Program.kind, Program.model, Program.status, Program.score,
@@ -108,7 +132,7 @@ def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: s
         total = s.scalar(select(func.count()).select_from(Program).where(*where))
         _COUNTS.put(count_key, total)
     rows = s.execute(select(*cols).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset))
-    return [{**r._mapping, "created_at": utc(r.created_at)} for r in rows], total
+    return _version(c), [{**r._mapping, "created_at": utc(r.created_at)} for r in rows], total
 
 
 def _scoped_program(s: Session, principal: Principal, program_id: int) -> Program:

@@ -1,0 +1,135 @@
+"""The per-process read caches (api/caches.py) and the cache-hit fast path (api/fastpath.py):
+a revoked key stops working after the key TTL, elites and programs follow a progressing
+campaign, tenancy and auth are unchanged on cache hits, answers are the route's own."""
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import insert, select, update
+
+from db import apikeys
+from db.engine import session_factory, upgrade
+from db.models import ApiKey, Campaign, EliteCell, Program
+
+CAMPAIGN = {"task": "circle_packing", "budget": {"max_evaluations": 15}}
+
+
+def make_key(db_url: str, project: str) -> str:
+    upgrade(db_url)
+    return apikeys.create_key(session_factory(db_url), project)[0]
+
+
+def progress(db_url: str, cid: int, iteration: int, score: float) -> int:
+    """What an iteration's commit does to the tables these endpoints read: a program, an elite
+    cell, and `evaluations` bumped in the same transaction."""
+    sessions = session_factory(db_url)
+    with sessions.begin() as s:
+        c = s.get(Campaign, cid)
+        pid = s.execute(insert(Program).values(
+            campaign_id=cid, iteration=iteration, island=0, generation=1, code="x = 1\n",
+            code_hash=f"{iteration:064x}", kind="test", status="ok", score=score, extra={})
+            .returning(Program.id)).scalar_one()
+        s.execute(insert(EliteCell).values(campaign_id=cid, island=0, cell=f"{iteration},0",
+                                           program_id=pid, score=score, features={}))
+        s.execute(update(Campaign).where(Campaign.id == cid)
+                  .values(evaluations=c.evaluations + 1))
+    sessions.kw["bind"].dispose()
+    return pid
+
+
+def cells(doc: dict) -> list[tuple]:
+    return sorted((i["island"], c["cell"], c["program_id"]) for i in doc["islands"] for c in i["cells"])
+
+
+def test_revoked_key_stops_working_within_the_ttl(live_server):
+    srv = live_server(execute=False)
+    caches = srv.app.state.evo.caches
+    caches.key_ttl_s = 0.5
+    key = make_key(srv.db_url, "alpha")
+    with srv.client(key) as a:
+        cid = a.post("/campaigns", json=CAMPAIGN).json()["id"]
+        paths = [f"/campaigns/{cid}/elites", f"/campaigns/{cid}/programs", "/tasks"]
+        for _ in range(3):  # fills the key, version and body caches; later ones are hits
+            for path in paths:
+                assert a.get(path).status_code == 200
+        sessions = session_factory(srv.db_url)
+        with sessions() as s:
+            kid = s.scalar(select(ApiKey.id))
+        assert apikeys.revoke_key(sessions, kid)
+        revoked_at = time.monotonic()
+        seen = []  # (seconds after the revocation when the request was sent, status)
+        while time.monotonic() - revoked_at < 1.5:
+            for path in paths:
+                sent = time.monotonic() - revoked_at
+                seen.append((sent, a.get(path).status_code))
+            time.sleep(0.02)
+        assert {code for _, code in seen} <= {200, 401}
+        # Sent after the TTL (0.5 s, with a margin for the request in flight): refused, always.
+        late = [code for sent, code in seen if sent > 0.5 + 0.1]
+        assert late and set(late) == {401}, seen
+        r = a.get(f"/campaigns/{cid}/elites")
+        assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked API key"
+
+
+def test_elites_and_programs_follow_a_progressing_campaign(live_server):
+    srv = live_server(execute=False)
+    key = make_key(srv.db_url, "alpha")
+    with srv.client(key) as a:
+        cid = a.post("/campaigns", json=CAMPAIGN).json()["id"]
+        first = a.get(f"/campaigns/{cid}/elites").json()
+        assert a.get(f"/campaigns/{cid}/elites").json() == first          # a cache hit, same
+        assert a.get(f"/campaigns/{cid}/programs").json()["total"] == 0
+
+        pid = progress(srv.db_url, cid, 1, 0.5)
+        # Seen through GET /campaigns/{id}: the elites show that state at once.
+        assert a.get(f"/campaigns/{cid}").json()["evaluations"] == 1
+        assert (0, "1,0", pid) in cells(a.get(f"/campaigns/{cid}/elites").json())
+        page = a.get(f"/campaigns/{cid}/programs").json()
+        assert page["total"] == 1 and [p["id"] for p in page["items"]] == [pid]
+
+        # Not read through this process: within the version TTL plus its refresh.
+        pid2 = progress(srv.db_url, cid, 2, 0.9)
+        t0 = time.monotonic()
+        while (0, "2,0", pid2) not in cells(a.get(f"/campaigns/{cid}/elites").json()):
+            assert time.monotonic() - t0 < 2, "elites did not follow the campaign"
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        while a.get(f"/campaigns/{cid}/programs?sort=score&limit=1").json()["items"][0]["id"] != pid2:
+            assert time.monotonic() - t0 < 2, "programs did not follow the campaign"
+            time.sleep(0.02)
+        assert a.get(f"/campaigns/{cid}/programs").json()["total"] == 2
+
+
+def test_cache_hits_keep_tenancy_auth_and_validation(live_server):
+    srv = live_server(execute=False)
+    key_a, key_b = make_key(srv.db_url, "alpha"), make_key(srv.db_url, "beta")
+    with srv.client(key_a) as a, srv.client(key_b) as b, srv.client() as anon:
+        cid = a.post("/campaigns", json=CAMPAIGN).json()["id"]
+        paths = [f"/campaigns/{cid}/elites", f"/campaigns/{cid}/programs",
+                 f"/campaigns/{cid}/programs?sort=-score&limit=5&offset=0"]
+        for _ in range(3):
+            for path in paths:
+                assert a.get(path).status_code == 200
+        for path in paths:
+            r = b.get(path)
+            assert r.status_code == 404 and r.json()["detail"] == f"campaign {cid} not found"
+            assert anon.get(path).status_code == 401
+            bad = a.get(path, headers={"Authorization": "Bearer evf_nope"})
+            assert bad.status_code == 401
+        for query in ("limit=0", "limit=501", "limt=5", "sort=best", "island=64",
+                      "status="):
+            assert a.get(f"/campaigns/{cid}/programs?{query}").status_code == 422, query
+        assert a.get(f"/campaigns/{cid}/elites?x=1").status_code == 422
+        # Byte-for-byte the route's answer: a hit equals the miss that filled the cache.
+        srv.app.state.evo.caches.__init__()
+        miss = a.get(paths[0])
+        hit = a.get(paths[0])
+        assert hit.content == miss.content
+        assert hit.headers["content-type"] == miss.headers["content-type"] == "application/json"
+        assert hit.headers["content-length"] == miss.headers["content-length"]
+        # Deleted: 404 at once (the delete drops the cached version).
+        assert a.delete(f"/campaigns/{cid}").status_code == 204
+        assert a.get(f"/campaigns/{cid}/elites").status_code == 404
+        assert a.get(f"/campaigns/{cid}/programs").status_code == 404
+        metrics = a.get("/metrics").text
+        assert 'route="/api/v1/campaigns/{campaign_id}/elites",status="200"' in metrics
