@@ -58,7 +58,10 @@ def get_engine(url: str | None = None) -> Engine:
         # Write transactions start with a write, so they queue on busy_timeout instead of failing.
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN")
+            # Migrations read then write: take the write lock up front so two processes
+            # upgrading one file queue on busy_timeout instead of failing "database is locked".
+            immediate = conn.get_execution_options().get("sqlite_begin_immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_begin(dbapi_conn, _record):

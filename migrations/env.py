@@ -14,7 +14,7 @@ config = context.config
 
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine") or get_engine(None)
-    with engine.connect() as connection:
+    with engine.connect().execution_options(sqlite_begin_immediate=True) as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=connection.dialect.name == "sqlite")
         with context.begin_transaction():

@@ -158,3 +158,14 @@ def test_run_with_the_stand_in_llm_applies_and_counts_edits(home, tmp_path):
     assert out["edits_applied"] > 20 and out["mutations"]["llm:diff"]["applied"] == out["edits_applied"]
     assert out["tokens"] == 120 * 40          # the stand-in reports 120 tokens per call
     assert out["best_score"] >= out["seed_score"]
+
+
+def test_concurrent_first_use_of_a_fresh_database(home):
+    """Several commands creating the same fresh SQLite file at once all succeed (the migration
+    takes the write lock up front instead of failing with 'database is locked')."""
+    env = {"EVOFORGE_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([*EVOFORGE, "campaigns", "--json"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(5)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err[-500:] for _, err in results]
