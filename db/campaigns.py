@@ -12,12 +12,18 @@ from db.models import Campaign, Program
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "cancelled", "failed")
 _C = Campaign.__table__
-_RESERVE = (update(_C)
-            .where(_C.c.id == bindparam("cid"), _C.c.status == "running",
-                   (_C.c.max_evaluations.is_(None))
-                   | (_C.c.iterations_reserved < _C.c.max_evaluations))
+_CLAIMABLE = (_C.c.id == bindparam("cid"), _C.c.status == "running",
+              (_C.c.max_evaluations.is_(None)) | (_C.c.iterations_reserved < _C.c.max_evaluations))
+_RESERVE = (update(_C).where(*_CLAIMABLE)
             .values(iterations_reserved=_C.c.iterations_reserved + 1)
             .returning(_C.c.iterations_reserved))
+# The distributed dispatcher's claim: the same, plus fewer than `parallel` iterations in flight
+# and nothing after the seed until the seed has committed.
+_RESERVE_SLOT = (update(_C).where(*_CLAIMABLE,
+                                  _C.c.iterations_reserved - _C.c.evaluations < _C.c.parallel,
+                                  (_C.c.evaluations > 0) | (_C.c.iterations_reserved == 0))
+                 .values(iterations_reserved=_C.c.iterations_reserved + 1)
+                 .returning(_C.c.iterations_reserved))
 
 
 def engine_of(sessions: sessionmaker[Session]) -> Engine:
@@ -35,6 +41,19 @@ def reserve_iteration(sessions: sessionmaker[Session] | Engine, campaign_id: int
     engine = sessions if isinstance(sessions, Engine) else engine_of(sessions)
     with engine.begin() as conn:
         row = conn.execute(_RESERVE, {"cid": campaign_id}).first()
+        return None if row is None else row[0] - 1
+
+
+def reserve_slot(sessions: sessionmaker[Session], campaign_id: int) -> int | None:
+    """`reserve_iteration` for the distributed dispatcher: also keeps at most `parallel`
+    iterations in flight and holds everything after the seed until the seed has committed.
+    Token, cost and time budgets are checked first (the UPDATE covers the evaluation budget)."""
+    with sessions() as s:
+        c = s.get(Campaign, campaign_id)
+        if c is None or c.status != "running" or budget_left(c):
+            return None
+    with engine_of(sessions).begin() as conn:
+        row = conn.execute(_RESERVE_SLOT, {"cid": campaign_id}).first()
         return None if row is None else row[0] - 1
 
 

@@ -46,7 +46,7 @@ from typing import Any, Iterator
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import budget_left, missing_iterations, set_status, utc
+from db.campaigns import budget_left, missing_iterations, reserve_slot, set_status, utc
 from db.models import Campaign, WorkerLease
 
 log = logging.getLogger(__name__)
@@ -127,29 +127,7 @@ def send_iteration(sessions: sessionmaker[Session], campaign_id: int, iteration:
         tasks.iterate.apply_async((campaign_id, iteration), queue=queue)
 
 
-# -- reservation ------------------------------------------------------------------------------
-def reserve_slot(sessions: sessionmaker[Session], campaign_id: int) -> int | None:
-    """Claim the next iteration number when the campaign is running, under its evaluation budget,
-    with fewer than `parallel` iterations in flight, and (after the seed) only once the seed has
-    committed. One conditional UPDATE: concurrent refills never overshoot either limit."""
-    with sessions() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None or c.status != "running" or budget_left(c):
-            return None
-    in_flight = Campaign.iterations_reserved - Campaign.evaluations
-    with sessions.begin() as s:
-        row = s.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.status == "running",
-                   Campaign.max_evaluations.is_(None)
-                   | (Campaign.iterations_reserved < Campaign.max_evaluations),
-                   in_flight < Campaign.parallel,
-                   (Campaign.evaluations > 0) | (Campaign.iterations_reserved == 0))
-            .values(iterations_reserved=Campaign.iterations_reserved + 1)
-            .returning(Campaign.iterations_reserved)).first()
-    return None if row is None else row[0] - 1
-
-
+# -- completion ------------------------------------------------------------------------------
 def maybe_complete(sessions: sessionmaker[Session], campaign_id: int) -> bool:
     """running -> completed once a budget is spent and every reserved iteration committed."""
     with sessions() as s:
