@@ -59,6 +59,12 @@ class Limits:
                 "nofile": self.nofile, "fsize_mb": self.fsize_mb}
 
 
+def encode_request(code: str, entrypoint: str, inputs: list, seed: int, driver: str | None) -> bytes:
+    """The harness's REQUEST (see sandbox/harness.py), as the runners send it."""
+    return json.dumps({"code": code, "entrypoint": entrypoint, "inputs": inputs,
+                       "seed": seed, "driver": driver}).encode()
+
+
 class UidLease:
     """An unprivileged uid used by exactly one run at a time, across all processes on the host.
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sandbox._common import CLEAN_ENV
+from sandbox._common import CLEAN_ENV, encode_request
 from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT, RunResult
 
 DEFAULT_IMAGE = "evoforge-eval-base:latest"
@@ -180,9 +180,8 @@ class DockerSandbox:
     ) -> RunResult:
         import docker
 
-        request = {"code": code, "entrypoint": entrypoint, "inputs": inputs, "seed": seed,
-                   "driver": driver}
-        payload = _tar_payload(self.harness_path.read_bytes(), json.dumps(request).encode())
+        payload = _tar_payload(self.harness_path.read_bytes(),
+                               encode_request(code, entrypoint, inputs, seed, driver))
         self._check_image(self.image)
         container = None
         try:

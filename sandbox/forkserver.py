@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                             build_result, tail_text)
+                             build_result, encode_request, tail_text)
 from sandbox.base import ERROR, RunResult
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,8 +150,7 @@ class ForkServerSandbox:
             timeout_s: float = 10.0, memory_mb: int = 1024,
             driver: str | None = None) -> RunResult:
         limits = Limits.make(timeout_s, memory_mb, **self._limits_kw)
-        request = json.dumps({"code": code, "entrypoint": entrypoint, "inputs": inputs,
-                              "seed": seed, "driver": driver}).encode()
+        request = encode_request(code, entrypoint, inputs, seed, driver)
         for attempt in (1, 2):
             with UidLease() as lease:
                 got = self._run_once(request, limits, lease.uid)

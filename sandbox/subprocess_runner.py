@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                             build_result, tail_text)
+                             build_result, encode_request, tail_text)
 from sandbox.base import RunResult
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
@@ -51,8 +51,7 @@ class SubprocessSandbox:
             timeout_s: float = 10.0, memory_mb: int = 1024,
             driver: str | None = None) -> RunResult:
         limits = Limits.make(timeout_s, memory_mb, **self._limits_kw)
-        request = json.dumps({"code": code, "entrypoint": entrypoint, "inputs": inputs,
-                              "seed": seed, "driver": driver}).encode()
+        request = encode_request(code, entrypoint, inputs, seed, driver)
         with UidLease() as lease, tempfile.TemporaryDirectory(prefix="evoforge-run-") as host:
             os.chmod(host, 0o700)
             with open(os.path.join(host, "request.json"), "wb") as f:
