@@ -354,6 +354,7 @@ class Sweeper:
                     leases = leases_of(self.sessions, cid) if gaps else {}
                     wall = _now()
                     stale, orphaned = [], []
+                    waiting: list[tuple[int, float]] = []
                     for it in gaps:
                         key = (cid, it)
                         live.add(key)
@@ -364,9 +365,14 @@ class Sweeper:
                             orphaned.append(it)               # its worker stopped heartbeating
                             stale.append(it)
                         else:
-                            first = self.first_seen.setdefault(key, now)
-                            if now - first >= self.stale_after_s:
-                                stale.append(it)
+                            waiting.append((it, now - self.first_seen.setdefault(key, now)))
+                    # A dead worker also took its prefetched, not yet started messages with it: they
+                    # have no lease and the broker returns them only after its visibility timeout.
+                    # So once a worker of this campaign is found dead, lease-less iterations that
+                    # have waited as long as a lease takes to go stale are re-sent too (a duplicate
+                    # of one still queued is harmless: the (campaign, iteration) key keeps one).
+                    limit = self.lease_stale_s if orphaned else self.stale_after_s
+                    stale += [it for it, waited in waiting if waited >= limit]
                     if stale:
                         n = resend_gaps(self.sessions, cid, only=stale)
                         sent_its = [0][:n] if 0 in stale else stale[:n]
