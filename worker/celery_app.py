@@ -18,6 +18,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from worker.broker import TRANSPORT
+
 BROKER_ENV = "EVOFORGE_BROKER_URL"
 VISIBILITY_ENV = "EVOFORGE_VISIBILITY_TIMEOUT_S"
 QUEUES = ("llm", "eval", "gpu")
@@ -32,6 +34,7 @@ def make_app(broker_url: str | None = None) -> Celery:
     vt = visibility_timeout_s()
     app.conf.update(
         broker_url=broker_url or os.environ.get(BROKER_ENV) or "redis://127.0.0.1:6379/0",
+        broker_transport=TRANSPORT,             # kombu's Redis transport, surviving restarts
         broker_transport_options={
             "visibility_timeout": vt,
             # sweep for abandoned (unacked) messages often enough for the timeout to matter
