@@ -1,8 +1,12 @@
 """Pieces shared by the runners: sandbox uids, limits, the filesystem view, result mapping."""
 from __future__ import annotations
 
+import base64
 import fcntl
+import functools
+import importlib.util
 import json
+import marshal
 import math
 import os
 import random
@@ -60,9 +64,26 @@ class Limits:
 
 
 def encode_request(code: str, entrypoint: str, inputs: list, seed: int, driver: str | None) -> bytes:
-    """The harness's REQUEST (see sandbox/harness.py), as the runners send it."""
-    return json.dumps({"code": code, "entrypoint": entrypoint, "inputs": inputs,
-                       "seed": seed, "driver": driver}).encode()
+    """The harness's REQUEST (see sandbox/harness.py), as the runners send it. A driver also
+    travels compiled (`driver_code`), so each run skips compiling it (~1 ms for OpenEvolve's)."""
+    req = {"code": code, "entrypoint": entrypoint, "inputs": inputs, "seed": seed,
+           "driver": driver}
+    if driver is not None:
+        req["driver_code"] = compiled_driver(driver)
+    return json.dumps(req).encode()
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_driver(source: str) -> dict[str, str] | None:
+    """{"magic": the interpreter's bytecode magic, "marshal": base64 of the code object}, or None
+    when the source does not compile (the harness then reports the SyntaxError itself). Trusted
+    code compiles it here; the harness uses it only when its own magic number is the same."""
+    try:
+        code = compile(source, "driver.py", "exec")
+    except (SyntaxError, ValueError):
+        return None
+    return {"magic": importlib.util.MAGIC_NUMBER.hex(),
+            "marshal": base64.b64encode(marshal.dumps(code)).decode("ascii")}
 
 
 class UidLease:

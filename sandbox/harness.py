@@ -5,7 +5,9 @@ Standalone (stdlib + numpy only) so every runner can use it:
     python3 harness.py REQUEST.json RESPONSE.json      # subprocess, bubblewrap, Docker
     run_request(request) -> response                   # the fork-server calls it directly
 
-REQUEST:  {"code": str, "entrypoint": str, "inputs": [{kwargs}, ...], "seed": int, "driver": str|null}
+REQUEST:  {"code": str, "entrypoint": str, "inputs": [{kwargs}, ...], "seed": int, "driver": str|null,
+           "driver_code": {"magic": hex, "marshal": base64}|null (the driver, compiled by the
+           trusted side; used when `magic` is this interpreter's, else the source is compiled)}
 RESPONSE: {"status": "ok"|"error"|"memory", "outputs": [...], "reason": str, "traceback": str}
 
 Outputs are converted in the candidate's process with exact type checks: int, float, bool, str,
@@ -22,8 +24,11 @@ EVOFORGE_GID: when started as root, drop to that uid/gid before the candidate ru
 """
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import linecache
+import marshal
 import math
 import os
 import random
@@ -46,6 +51,7 @@ OK, ERROR, MEMORY = "ok", "error", "memory"
 _type = type
 _ENCODER = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
 _len = len
+_MAGIC = importlib.util.MAGIC_NUMBER.hex()
 _isfinite = math.isfinite
 _ndarray = np.ndarray
 _ALLOWED_KINDS = frozenset("biuf")
@@ -217,8 +223,11 @@ def run_request(request: dict) -> dict:
             request.get("driver")
     except Exception as exc:  # noqa: BLE001
         return _response(ERROR, reason=f"bad request: {exc!r}"[:REASON_CHARS])
-    stage = "loading the program"
+    stage = "loading the driver"
     try:
+        # The driver's code object is ready before any candidate code runs.
+        drive_code = _driver_code(driver, request.get("driver_code")) if driver is not None else None
+        stage = "loading the program"
         random.seed(seed)
         np.random.seed(seed % (2 ** 32))
         module = types.ModuleType("candidate")
@@ -231,7 +240,7 @@ def run_request(request: dict) -> dict:
         if driver is not None:
             stage = "running the driver"
             drive_ns: dict = {"__name__": "evoforge_driver"}
-            exec(compile(driver, "driver.py", "exec"), drive_ns)  # noqa: S102
+            exec(drive_code, drive_ns)  # noqa: S102
             raw = drive_ns["drive"](module, inputs, seed)
             if _type(raw) is not list:
                 raise OutputError(f"driver returned {_describe(_type(raw))}, expected list")
@@ -254,6 +263,17 @@ def run_request(request: dict) -> dict:
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included
         return _response(ERROR, reason=f"{_exc_summary(exc)} (while {stage})"[:REASON_CHARS],
                          tb=_format_tb())
+
+
+def _driver_code(source: str, compiled: dict | None) -> types.CodeType:
+    if isinstance(compiled, dict) and compiled.get("magic") == _MAGIC:
+        try:
+            code = marshal.loads(base64.b64decode(compiled["marshal"]))
+            if _type(code) is types.CodeType:
+                return code
+        except (KeyError, ValueError, TypeError, EOFError):
+            pass
+    return compile(source, "driver.py", "exec")
 
 
 def dump_response(response: dict) -> bytes:

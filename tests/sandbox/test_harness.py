@@ -123,3 +123,25 @@ def test_cli(tmp_path):
     assert out["status"] == "ok" and p.stdout == "noise\n"
     np.random.seed(3)
     assert np.array_equal(decode_outputs(out["outputs"])[0], np.random.rand(2))
+
+
+def test_driver_travels_compiled_and_falls_back_to_its_source():
+    import json
+
+    from sandbox._common import compiled_driver, encode_request
+
+    source = "def drive(module, inputs, seed):\n    return ['from source']\n"
+    other = compiled_driver("def drive(module, inputs, seed):\n    return ['from code']\n")
+    req = json.loads(encode_request("x = 1\n", "f", [{}], 0, source))
+    assert req["driver_code"] == compiled_driver(source)
+    assert harness.run_request(req)["outputs"] == ["from source"]
+    # The compiled code object is what runs when its magic number is this interpreter's ...
+    assert harness.run_request({**req, "driver_code": other})["outputs"] == ["from code"]
+    # ... and the source when it is not (another Python in a container), or it is damaged.
+    for bad in ({**other, "magic": "00000000"}, {**other, "marshal": "!!"}, None):
+        assert harness.run_request({**req, "driver_code": bad})["outputs"] == ["from source"]
+    # A driver that does not compile is reported, not a crash.
+    broken = json.loads(encode_request("x = 1\n", "f", [{}], 0, "def drive(:\n"))
+    assert broken["driver_code"] is None
+    resp = harness.run_request(broken)
+    assert resp["status"] == "error" and "SyntaxError" in resp["reason"]
