@@ -75,12 +75,63 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
-def upgrade(url: str | None = None) -> None:
-    """Bring the schema to the newest Alembic revision."""
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The migrations that `_create_fresh_sqlite` is proven to be equal to (the models' schema plus
+# this head stamped), by tests/engine/test_schema_fastpath.py. Any other set of files in
+# migrations/versions (a new migration) turns the fast path off, so Alembic runs, until these two
+# are updated and that test passes again.
+SCHEMA_HEAD = "0002"
+SCHEMA_MIGRATIONS = frozenset({"0001_initial_schema.py", "0002_worker_leases.py"})
+
+
+def _migration_files() -> frozenset[str]:
+    try:
+        names = os.listdir(MIGRATIONS_DIR / "versions")
+    except OSError:
+        return frozenset()
+    return frozenset(n for n in names if n.endswith(".py") and n != "__init__.py")
+
+
+def _create_fresh_sqlite(engine: Engine) -> bool:
+    """A brand-new SQLite database (no schema object at all): create the models' tables and stamp
+    Alembic's head, in one transaction. This is the schema the migrations produce (proven by
+    tests/engine/test_schema_fastpath.py) without importing Alembic and replaying every
+    revision, which is most of a fresh `evoforge run`'s database set-up. False, with nothing
+    done, for any other database (Alembic handles it)."""
+    if engine.dialect.name != "sqlite" or _migration_files() != SCHEMA_MIGRATIONS:
+        return False
+    from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
+
+    from db.models import Base
+
+    # Alembic's own version table (alembic.ddl.impl.DefaultImpl.version_table_impl).
+    version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+                    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+    # BEGIN IMMEDIATE, as the migrations: two processes creating one file queue on busy_timeout,
+    # and the second finds the tables and goes on to Alembic (a no-op at head).
+    with engine.connect().execution_options(sqlite_begin_immediate=True) as conn, conn.begin():
+        if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
+            return False
+        Base.metadata.create_all(conn, checkfirst=False)
+        version.create(conn)
+        conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+    return True
+
+
+def alembic_upgrade(url: str | None = None) -> None:
+    """Run the Alembic migrations up to head (what `upgrade` does for every database that is not
+    a brand-new SQLite one)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = get_engine(url)
     command.upgrade(cfg, "head")
+
+
+def upgrade(url: str | None = None) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    if _create_fresh_sqlite(get_engine(url)):
+        return
+    alembic_upgrade(url)
