@@ -35,11 +35,33 @@ def normalize_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _wal(cur, wait_s: float = 30.0) -> None:
+    """PRAGMA journal_mode=WAL, retried while the database is locked. On a new, empty file the
+    switch writes the database header in a write transaction (the first connection's), and a
+    second connection switching while that one, or any other, holds the write lock of the still
+    empty file gets SQLITE_BUSY at once: SQLite does not call the busy handler there (it holds a
+    read lock and asks for the write lock). Several processes opening one new file at once hit it."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + wait_s
+    delay = 0.001
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
 
 
 @lru_cache(maxsize=16)
