@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -30,6 +31,23 @@ def _sessions(db: str | None):
     except Exception as exc:
         raise click.ClickException(f"cannot open database {db or '(default)'}: {exc}") from None
     return session_factory(db)
+
+
+@contextmanager
+def _sandbox_warming() -> Iterator[Callable[[str], None]]:
+    """Yields `warm(kind)`: start the shared sandbox of that kind in the background now, so that
+    its server starts while the command sets up the database, the campaign and the mutator
+    (see worker.runtime.prestart_sandbox). Every sandbox is closed at the end, also when the
+    command fails before its run."""
+    from worker.runtime import close_sandboxes, prestart_sandbox
+
+    def warm(kind: str) -> None:
+        prestart_sandbox(os.environ.get("EVOFORGE_SANDBOX") or kind)  # as Runtime.for_campaign
+
+    try:
+        yield warm
+    finally:
+        close_sandboxes()
 
 
 def _emit_json(obj: Any) -> None:
@@ -102,10 +120,21 @@ def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program
         sandbox, as_json, llm_base_url, models, temperature, max_tokens, max_total_tokens, max_cost,
         max_seconds, ideas) -> None:
     """Run (or resume) a discovery campaign on the embedded engine."""
+    with _sandbox_warming() as warm:
+        _run(warm, task_name, param_pairs, iterations, parallel, seed, islands, db, program, name,
+             resume_id, sandbox, as_json, llm_base_url, models, temperature, max_tokens,
+             max_total_tokens, max_cost, max_seconds, ideas)
+
+
+def _run(warm, task_name, param_pairs, iterations, parallel, seed, islands, db, program, name,
+         resume_id, sandbox, as_json, llm_base_url, models, temperature, max_tokens,
+         max_total_tokens, max_cost, max_seconds, ideas) -> None:
     from sqlalchemy import update
 
     from db.models import Campaign
 
+    if resume_id is None:
+        warm(sandbox)
     sessions = _sessions(db)
     if resume_id is not None:
         with sessions.begin() as s:
@@ -117,6 +146,7 @@ def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program
             s.execute(update(Campaign).where(Campaign.id == resume_id).values(
                 max_evaluations=c.evaluations + iterations + (1 if c.evaluations == 0 else 0),
                 status="running" if c.status != "running" else c.status, finished_at=None))
+            warm((c.config or {}).get("sandbox") or "fork")  # the stored one runs
         campaign_id = resume_id
     else:
         raw = {"task": task_name, "params": _params(param_pairs), "name": name, "seed": seed,
@@ -394,6 +424,14 @@ def apikey_revoke(key_id, db) -> None:
 def openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db, llm_base_url,
                models, sandbox, name, as_json) -> None:
     """Run an OpenEvolve problem (initial program + evaluator [+ config]) unmodified."""
+    with _sandbox_warming() as warm:
+        warm(sandbox)
+        _openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db,
+                    llm_base_url, models, sandbox, name, as_json)
+
+
+def _openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db,
+                llm_base_url, models, sandbox, name, as_json) -> None:
     from evaluators.openevolve import load_problem
     from worker.spec import ModelSpec
 

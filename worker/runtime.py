@@ -24,25 +24,67 @@ from worker.spec import CampaignSpec
 
 _sandboxes: dict[str, Any] = {}
 _sandbox_lock = threading.Lock()
+_keepers: list[threading.Event] = []  # prestart_sandbox's threads: set = may end
 
 
 def shared_sandbox(kind: str = "fork") -> Any:
     """One warm sandbox per process and kind (a fork-server is expensive to start, cheap to use)."""
     with _sandbox_lock:
-        if kind not in _sandboxes:
-            from sandbox import make_sandbox
-            _sandboxes[kind] = make_sandbox(kind)
-        return _sandboxes[kind]
+        return _shared_sandbox_locked(kind)
+
+
+def _shared_sandbox_locked(kind: str) -> Any:
+    if kind not in _sandboxes:
+        from sandbox import make_sandbox
+        _sandboxes[kind] = make_sandbox(kind)
+    return _sandboxes[kind]
+
+
+def prestart_sandbox(kind: str) -> None:
+    """Start the shared sandbox of `kind` now, in a background thread, so that its server's start
+    (a fresh interpreter that imports numpy: a quarter of a second) runs on another core while
+    the caller goes on (database, campaign, mutator) instead of delaying the first evaluation.
+    Only the fork-server has a server; other kinds are left to start on first use. A failed
+    start is dropped here: the first run() starts it again and reports why it cannot.
+
+    The thread stays until close_sandboxes(): the server gets SIGKILL when the thread that
+    started it ends (PR_SET_PDEATHSIG follows the parent thread, not the process)."""
+    if kind not in ("fork", "forkserver"):
+        return
+    release = threading.Event()
+    with _sandbox_lock:
+        _keepers.append(release)
+
+    def keep() -> None:
+        with _sandbox_lock:
+            if release.is_set():  # closed before it began
+                return
+            try:
+                sb = _shared_sandbox_locked(kind)
+            except Exception:
+                return
+        try:
+            sb.start()
+        except Exception:
+            pass
+        if release.is_set():  # close_sandboxes() came before the start: stop what it started
+            sb.close()
+        release.wait()
+
+    threading.Thread(target=keep, daemon=True, name="evoforge-sandbox-start").start()
 
 
 def close_sandboxes() -> None:
     with _sandbox_lock:
         for sb in _sandboxes.values():
             try:
-                sb.close()
+                sb.close()  # waits for a start in progress (the sandbox's lock), then stops it
             except Exception:
                 pass
         _sandboxes.clear()
+        for release in _keepers:
+            release.set()
+        _keepers.clear()
 
 
 class SeedMutator:
