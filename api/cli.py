@@ -179,24 +179,46 @@ def _create_campaign(sessions, raw: dict[str, Any]) -> int:
         raise click.ClickException(f"invalid campaign: {exc}") from None
 
 
-def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> dict[str, Any]:
+class _NoProgress:
+    """What a disabled rich Progress does (nothing), without importing rich (--json runs)."""
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def add_task(self, *args, **kw) -> int:
+        return 0
+
+    def update(self, *args, **kw) -> None:
+        pass
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return _NoProgress()
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    return Progress(TextColumn("[bold]campaign {task.fields[cid]}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
+                    TextColumn("cache {task.fields[hits]}"), TextColumn("fail {task.fields[fail]}"),
+                    TimeElapsedColumn(), console=console, disable=not console.is_terminal,
+                    transient=False)
+
+
+def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> dict[str, Any]:
     from db.models import Campaign
     from worker.embedded import EmbeddedExecutor
     from worker.runtime import close_sandboxes
 
-    console = Console(stderr=True)
     with sessions() as s:
         c = s.get(Campaign, campaign_id)
         total, done = c.max_evaluations, c.evaluations
     state = {"best": None, "hits": 0, "fail": 0}
-    progress = Progress(TextColumn("[bold]campaign {task.fields[cid]}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-                        TextColumn("cache {task.fields[hits]}"), TextColumn("fail {task.fields[fail]}"),
-                        TimeElapsedColumn(), console=console, disable=quiet or not console.is_terminal,
-                        transient=False)
+    progress = _progress(quiet)
     bar = progress.add_task("run", total=total, completed=done, cid=campaign_id, best="-", hits=0, fail=0)
 
     def on_commit(_it, committed) -> None:
