@@ -98,7 +98,7 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
 
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-# The migrations that `_create_fresh_sqlite` is proven to be equal to (the models' schema plus
+# The migrations that `_sqlite_at_head` is proven to be equal to (the models' schema plus
 # this head stamped), by tests/engine/test_schema_fastpath.py. Any other set of files in
 # migrations/versions (a new migration) turns the fast path off, so Alembic runs, until these two
 # are updated and that test passes again.
@@ -114,14 +114,25 @@ def _migration_files() -> frozenset[str]:
     return frozenset(n for n in names if n.endswith(".py") and n != "__init__.py")
 
 
-def _create_fresh_sqlite(engine: Engine) -> bool:
-    """A brand-new SQLite database (no schema object at all): create the models' tables and stamp
-    Alembic's head, in one transaction. This is the schema the migrations produce (proven by
-    tests/engine/test_schema_fastpath.py) without importing Alembic and replaying every
-    revision, which is most of a fresh `evoforge run`'s database set-up. False, with nothing
-    done, for any other database (Alembic handles it)."""
+def _at_head(conn) -> bool:
+    tables = conn.exec_driver_sql(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").scalar()
+    return bool(tables) and [tuple(r) for r in conn.exec_driver_sql(
+        "SELECT version_num FROM alembic_version")] == [(SCHEMA_HEAD,)]
+
+
+def _sqlite_at_head(engine: Engine) -> bool:
+    """SQLite without Alembic when there is nothing to replay: True when the database is at the
+    head revision already (Alembic would do nothing), or is brand new (no schema object at all)
+    and has just been given the models' tables with Alembic's head stamped, in one transaction:
+    the schema the migrations produce (proven by tests/engine/test_schema_fastpath.py), without
+    importing Alembic and replaying every revision, which is most of a fresh `evoforge run`'s
+    database set-up. False, with nothing done, for any other database (Alembic handles it)."""
     if engine.dialect.name != "sqlite" or _migration_files() != SCHEMA_MIGRATIONS:
         return False
+    with engine.connect() as conn:
+        if _at_head(conn):
+            return True
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
 
     from db.models import Base
@@ -130,10 +141,10 @@ def _create_fresh_sqlite(engine: Engine) -> bool:
     version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                     PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
     # BEGIN IMMEDIATE, as the migrations: two processes creating one file queue on busy_timeout,
-    # and the second finds the tables and goes on to Alembic (a no-op at head).
+    # and the second finds the first one's schema.
     with engine.connect().execution_options(sqlite_begin_immediate=True) as conn, conn.begin():
         if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
-            return False
+            return _at_head(conn)
         Base.metadata.create_all(conn, checkfirst=False)
         version.create(conn)
         conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
@@ -141,8 +152,8 @@ def _create_fresh_sqlite(engine: Engine) -> bool:
 
 
 def alembic_upgrade(url: str | None = None) -> None:
-    """Run the Alembic migrations up to head (what `upgrade` does for every database that is not
-    a brand-new SQLite one)."""
+    """Run the Alembic migrations up to head (what `upgrade` does for PostgreSQL and for a SQLite
+    database that is neither brand new nor at head)."""
     from alembic import command
     from alembic.config import Config
 
@@ -154,6 +165,6 @@ def alembic_upgrade(url: str | None = None) -> None:
 
 def upgrade(url: str | None = None) -> None:
     """Bring the schema to the newest Alembic revision."""
-    if _create_fresh_sqlite(get_engine(url)):
+    if _sqlite_at_head(get_engine(url)):
         return
     alembic_upgrade(url)

@@ -1,5 +1,6 @@
 """The SQLite fast path of `db.engine.upgrade` (models' `create_all` + Alembic's head stamped, on a
-brand-new database) must give exactly the schema that running every migration gives.
+brand-new database) must give exactly the schema that running every migration gives; a database
+at head is left as it is (as Alembic would), any other goes to Alembic.
 
 If a test here fails after adding a migration: check that `create_all` of the models still equals
 the migrations (test_fastpath_schema_equals_migrations), then update `SCHEMA_HEAD` and
@@ -100,7 +101,7 @@ def _by_migrations(tmp_path, name="migrated.db") -> str:
 
 def _by_fastpath(tmp_path, name="fast.db") -> str:
     url = _url(tmp_path, name)
-    assert dbe._create_fresh_sqlite(dbe.get_engine(url)) is True
+    assert dbe._sqlite_at_head(dbe.get_engine(url)) is True
     return url
 
 
@@ -145,19 +146,28 @@ def test_fastpath_matches_the_models(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_upgrade_takes_the_fastpath_only_on_a_new_sqlite_database(tmp_path, monkeypatch):
+def _count_alembic(monkeypatch) -> list:
     calls = []
     real = dbe.alembic_upgrade
     monkeypatch.setattr(dbe, "alembic_upgrade", lambda url=None: (calls.append(url), real(url)))
+    return calls
+
+
+def test_upgrade_skips_alembic_on_a_new_or_up_to_date_sqlite_database(tmp_path, monkeypatch):
+    calls = _count_alembic(monkeypatch)
     url = _url(tmp_path, "new.db")
     dbe.upgrade(url)
     assert calls == []  # new: created and stamped without Alembic
     dbe.upgrade(url)
-    assert calls == [url]  # existing: Alembic (a no-op at head)
-    assert _sqlite_master(url) == _sqlite_master(_by_migrations(tmp_path))
+    assert calls == []  # at head: Alembic would do nothing
+    migrated = _by_migrations(tmp_path)
+    assert calls == [migrated]
+    assert _sqlite_master(url) == _sqlite_master(migrated)
+    dbe.upgrade(migrated)  # migrated by Alembic, at head
+    assert calls == [migrated]
 
 
-def test_an_older_database_is_migrated(tmp_path):
+def test_an_older_database_is_migrated(tmp_path, monkeypatch):
     from alembic import command
     from alembic.config import Config
 
@@ -167,16 +177,33 @@ def test_an_older_database_is_migrated(tmp_path):
     cfg.attributes["engine"] = dbe.get_engine(url)
     command.upgrade(cfg, "0001")
     assert "worker_lease" not in inspect(dbe.get_engine(url)).get_table_names()
+    calls = _count_alembic(monkeypatch)
     dbe.upgrade(url)
+    assert calls == [url]
     assert _sqlite_master(url) == _sqlite_master(_by_migrations(tmp_path))
+
+
+def test_an_unknown_version_is_left_to_alembic(tmp_path):
+    url = _by_fastpath(tmp_path)
+    con = sqlite3.connect(_path(url))
+    con.execute("UPDATE alembic_version SET version_num = 'ffff'")
+    con.commit()
+    con.close()
+    assert dbe._sqlite_at_head(dbe.get_engine(url)) is False
+    with pytest.raises(Exception, match="ffff"):  # what Alembic says about it
+        dbe.upgrade(url)
 
 
 def test_another_migration_set_turns_the_fastpath_off(tmp_path, monkeypatch):
+    migrated = _by_migrations(tmp_path)
     monkeypatch.setattr(dbe, "SCHEMA_MIGRATIONS", dbe.SCHEMA_MIGRATIONS | {"0003_future.py"})
     url = _url(tmp_path, "off.db")
-    assert dbe._create_fresh_sqlite(dbe.get_engine(url)) is False
-    dbe.upgrade(url)  # Alembic
-    assert _sqlite_master(url) == _sqlite_master(_by_migrations(tmp_path))
+    assert dbe._sqlite_at_head(dbe.get_engine(url)) is False
+    assert dbe._sqlite_at_head(dbe.get_engine(migrated)) is False  # its "head" may be old now
+    calls = _count_alembic(monkeypatch)
+    dbe.upgrade(url)
+    assert calls == [url]
+    assert _sqlite_master(url) == _sqlite_master(migrated)
 
 
 def test_a_database_with_anything_in_it_is_left_to_alembic(tmp_path):
@@ -185,10 +212,10 @@ def test_a_database_with_anything_in_it_is_left_to_alembic(tmp_path):
     con.execute("CREATE TABLE unrelated (x INTEGER)")
     con.commit()
     con.close()
-    assert dbe._create_fresh_sqlite(dbe.get_engine(url)) is False
+    assert dbe._sqlite_at_head(dbe.get_engine(url)) is False
     assert inspect(dbe.get_engine(url)).get_table_names() == ["unrelated"]
 
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg://u@127.0.0.1:1/x"])
 def test_postgresql_never_takes_the_fastpath(url):
-    assert dbe._create_fresh_sqlite(create_engine(url)) is False
+    assert dbe._sqlite_at_head(create_engine(url)) is False
