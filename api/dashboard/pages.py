@@ -99,6 +99,36 @@ def campaigns_page() -> str:
         <div class="field"><label for="f-seed">Seed</label>
           <input id="f-seed" name="seed" type="number" min="0" max="2147483647" step="1" value="0" required></div>
       </div>
+      <div class="field"><label for="f-mutator">Mutator</label>
+        <select id="f-mutator" name="mutator">
+          <option value="local" selected>Local (AST mutations, no LLM)</option>
+          <option value="llm">LLM (OpenAI-compatible endpoint)</option>
+        </select></div>
+      <fieldset id="f-llm" class="llm" hidden>
+        <legend>LLM settings</legend>
+        <div class="field"><label for="f-base-url">Endpoint base URL</label>
+          <input id="f-base-url" name="base_url" type="url" maxlength="500" autocomplete="off" spellcheck="false"
+                 inputmode="url"></div>
+        <div class="field"><label for="f-models">Models</label>
+          <input id="f-models" name="models" type="text" autocomplete="off" spellcheck="false"
+                 placeholder="model-a:2, model-b">
+          <p class="hint">Comma-separated <code>NAME[:WEIGHT]</code>; the weight (default 1) is the text after the last colon when it is a number.</p></div>
+        <div class="grid3">
+          <div class="field"><label for="f-temperature">Temperature</label>
+            <input id="f-temperature" name="temperature" type="number" min="0" max="2" step="any" value="0.7" inputmode="decimal"></div>
+          <div class="field"><label for="f-reply-tokens">Max tokens per reply</label>
+            <input id="f-reply-tokens" name="reply_max_tokens" type="number" min="16" max="200000" step="1" value="4096" inputmode="numeric"></div>
+          <div class="field field-check"><label class="check" for="f-diff"><input id="f-diff" name="diff_mode" type="checkbox" checked>Diff mode</label></div>
+        </div>
+        <div class="pair">
+          <div class="field"><label for="f-max-tokens">Max tokens <span class="opt">(budget)</span></label>
+            <input id="f-max-tokens" name="max_tokens" type="number" min="1" max="1000000000000" step="1" placeholder="none" inputmode="numeric"></div>
+          <div class="field"><label for="f-max-cost">Max cost, USD <span class="opt">(budget)</span></label>
+            <input id="f-max-cost" name="max_cost_usd" type="number" min="0" max="10000000" step="any" placeholder="none" inputmode="decimal"></div>
+        </div>
+        <p class="hint" id="f-llm-hint">No API key here: it never goes through the API. The workers read
+          <code>EVOFORGE_LLM_API_KEY</code> (or <code>OPENAI_API_KEY</code>) from their environment.</p>
+      </fieldset>
       <details class="more"><summary>More budget &amp; archive options</summary>
         <div class="grid3">
           <div class="field"><label for="f-seconds">Max seconds</label>

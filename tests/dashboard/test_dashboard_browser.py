@@ -180,3 +180,98 @@ def test_key_prompt_when_the_server_has_keys(tmp_path, browser):
         assert not page.is_visible("#key-dialog")
         shot(page, "campaigns_with_key_1280")
         ctx.close()
+
+
+def _open_form(page, server):
+    page.goto(server + "/")
+    page.get_by_text("No campaigns yet").wait_for()
+    page.wait_for_selector("#f-task option[value=circle_packing]", state="attached")
+    page.select_option("#f-task", "circle_packing")
+    page.wait_for_selector("#p-n")
+
+
+def test_create_llm_campaign_through_the_form(server, browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    watch = B.ConsoleWatch(page)
+    _open_form(page, server)
+    assert page.input_value("#f-mutator") == "local"
+    assert not page.is_visible("#f-llm")            # local by default: no LLM fields
+    page.select_option("#f-mutator", "llm")
+    page.wait_for_selector("#f-llm", state="visible")
+    assert page.get_attribute("#f-base-url", "placeholder") == "http://127.0.0.1:8000/v1"
+    assert page.input_value("#f-temperature") == "0.7"
+    assert page.input_value("#f-reply-tokens") == "4096"
+    assert page.is_checked("#f-diff")
+    hint = page.inner_text("#f-llm-hint")
+    assert "EVOFORGE_LLM_API_KEY" in hint and "OPENAI_API_KEY" in hint
+    assert page.locator("#new-campaign input[type=password]").count() == 0   # no key field
+    shot(page, "campaigns_form_llm_1280")
+
+    page.fill("#p-n", "12")
+    page.fill("#f-name", "llm form")
+    page.fill("#f-budget", "5")
+    page.fill("#f-parallel", "1")
+    page.fill("#f-base-url", "http://127.0.0.1:9/v1")
+    page.fill("#f-models", "perturb:2, other, ollama/qwen2:7b")
+    page.fill("#f-temperature", "0.3")
+    page.fill("#f-reply-tokens", "2048")
+    page.uncheck("#f-diff")
+    page.fill("#f-max-tokens", "50000")
+    page.fill("#f-max-cost", "1.5")
+    page.click("#f-submit")
+    page.wait_for_url(re.compile(r"/campaigns/\d+$"))
+    cid = int(page.url.rsplit("/", 1)[1])
+
+    c = httpx.get(f"{server}/api/v1/campaigns/{cid}").json()
+    m = c["mutator"]
+    assert m["kind"] == "llm"
+    assert m["base_url"] == "http://127.0.0.1:9/v1"
+    assert m["models"] == [{"name": "perturb", "weight": 2.0}, {"name": "other", "weight": 1.0},
+                           {"name": "ollama/qwen2:7b", "weight": 1.0}]   # "7b" is no weight
+    assert m["temperature"] == 0.3 and m["max_tokens"] == 2048 and m["diff_mode"] is False
+    assert c["budget"]["max_tokens"] == 50000
+    assert c["budget"]["max_cost_usd"] == 1.5
+    assert c["budget"]["max_evaluations"] == 5
+    assert c["name"] == "llm form" and c["params"]["n"] == 12
+    httpx.post(f"{server}/api/v1/campaigns/{cid}/cancel")   # its endpoint is unreachable anyway
+    assert watch.errors == []
+    ctx.close()
+
+
+def test_llm_form_shows_the_servers_error_and_creates_nothing(server, browser):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    watch = B.ConsoleWatch(page)
+    _open_form(page, server)
+    page.select_option("#f-mutator", "llm")
+    page.fill("#f-base-url", "ftp://x")
+    page.fill("#f-models", "perturb")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/campaigns")
+                              and r.request.method == "POST") as resp:
+        page.click("#f-submit")
+    assert resp.value.status == 422
+    page.wait_for_selector("#form-error", state="visible")
+    err = page.inner_text("#form-error")
+    assert "The campaign was not created." in err
+    assert "base_url must start with http:// or https://" in err
+    assert page.url == server + "/"
+    assert page.is_enabled("#f-submit") and page.inner_text("#f-submit") == "Create campaign"
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the LLM fields overflow by {overflow}px at 390px"
+    shot(page, "campaigns_form_llm_error_390")
+    assert httpx.get(f"{server}/api/v1/campaigns").json()["total"] == 0
+    # Back to local: the same form creates a local campaign (the LLM fields are not sent).
+    page.select_option("#f-mutator", "local")
+    assert not page.is_visible("#f-llm")
+    page.fill("#f-budget", "3")
+    page.click("#f-submit")
+    page.wait_for_url(re.compile(r"/campaigns/\d+$"))
+    c = httpx.get(f"{server}/api/v1/campaigns/{page.url.rsplit('/', 1)[1]}").json()
+    assert c["mutator"].get("kind", "local") == "local"
+    assert c["mutator"].get("base_url") is None and not c["mutator"].get("models")
+    assert "max_tokens" not in c["budget"] or c["budget"]["max_tokens"] is None
+    # Chromium logs the 422 itself; anything else is a script error.
+    errors = [e for e in watch.errors if "status of 422" not in e]
+    assert errors == [], errors
+    ctx.close()

@@ -196,6 +196,59 @@
     return v;
   }
 
+  function numField(id, errors, label, optional = false) {
+    const el = document.getElementById(id);
+    el.removeAttribute("aria-invalid");
+    if (el.value === "" && optional) return null;
+    const v = Number(el.value);
+    if (el.value === "" || !Number.isFinite(v) || !el.checkValidity()) {
+      errors.push(`${label}: ${el.validationMessage || "a number is needed"}`);
+      el.setAttribute("aria-invalid", "true");
+      return null;
+    }
+    return v;
+  }
+
+  /* `NAME` or `NAME:WEIGHT`, as ModelSpec.parse: the weight is the text after the last colon when
+     it is a number the server accepts; otherwise the whole text is the name (weight 1). */
+  function parseModel(text) {
+    const i = text.lastIndexOf(":");
+    if (i > 0) {
+      const name = text.slice(0, i).trim();
+      const raw = text.slice(i + 1).trim();
+      const w = Number(raw);
+      if (name && raw !== "" && Number.isFinite(w) && w > 0 && w <= 1e6) return { name, weight: w };
+    }
+    return { name: text, weight: 1 };
+  }
+
+  function parseModels(text) {
+    return text.split(",").map((t) => t.trim()).filter((t) => t).map(parseModel);
+  }
+
+  function readMutator(body, errors) {
+    if (document.getElementById("f-mutator").value !== "llm") return;   // local: today's body
+    const mutator = {
+      kind: "llm",
+      temperature: numField("f-temperature", errors, "Temperature"),
+      max_tokens: intField("f-reply-tokens", errors, "Max tokens per reply"),
+      diff_mode: document.getElementById("f-diff").checked,
+    };
+    const url = document.getElementById("f-base-url").value.trim();
+    if (url) mutator.base_url = url;                  // checked by the server (http:// or https://)
+    const models = parseModels(document.getElementById("f-models").value);
+    if (models.length) mutator.models = models;
+    body.mutator = mutator;
+    const tokens = intField("f-max-tokens", errors, "Max tokens (budget)", true);
+    if (tokens !== null) body.budget.max_tokens = tokens;
+    const cost = numField("f-max-cost", errors, "Max cost (budget)", true);
+    if (cost !== null) body.budget.max_cost_usd = cost;
+  }
+
+  function toggleMutator() {
+    document.getElementById("f-llm").hidden = document.getElementById("f-mutator").value !== "llm";
+  }
+
   function showFormError(messages) {
     const box = document.getElementById("form-error");
     box.textContent = "";
@@ -221,6 +274,7 @@
     if (seconds) body.budget.max_seconds = seconds;
     const name = document.getElementById("f-name").value.trim();
     if (name) body.name = name;
+    readMutator(body, errors);
     showFormError(errors);
     if (errors.length) return;
     const btn = document.getElementById("f-submit");
@@ -254,6 +308,10 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("f-task").addEventListener("change", renderParams);
+    // Set here: the page shells carry no http:// text at all (a test guards against remote assets).
+    document.getElementById("f-base-url").placeholder = "http://127.0.0.1:8000/v1";
+    document.getElementById("f-mutator").addEventListener("change", toggleMutator);
+    toggleMutator();   // a restored form (back button) keeps its choice
     document.getElementById("new-campaign").addEventListener("submit", submit);
     document.getElementById("jump-new").addEventListener("click", () => setTimeout(() => document.getElementById("f-task").focus(), 0));
     // The list first, so that a key prompt (if any) comes once; no key, no tasks either.
