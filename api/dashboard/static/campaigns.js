@@ -183,31 +183,21 @@
     return params;
   }
 
-  function intField(id, errors, label, optional = false) {
+  /* A number input's value, or null with a message in `errors`; `whole` asks for an integer. */
+  function numField(id, errors, label, optional = false, whole = false) {
     const el = document.getElementById(id);
     el.removeAttribute("aria-invalid");
     if (el.value === "" && optional) return null;
     const v = Number(el.value);
-    if (el.value === "" || !Number.isInteger(v) || !el.checkValidity()) {
-      errors.push(`${label}: ${el.validationMessage || "a whole number is needed"}`);
+    if (el.value === "" || !(whole ? Number.isInteger(v) : Number.isFinite(v)) || !el.checkValidity()) {
+      errors.push(`${label}: ${el.validationMessage || (whole ? "a whole number is needed" : "a number is needed")}`);
       el.setAttribute("aria-invalid", "true");
       return null;
     }
     return v;
   }
 
-  function numField(id, errors, label, optional = false) {
-    const el = document.getElementById(id);
-    el.removeAttribute("aria-invalid");
-    if (el.value === "" && optional) return null;
-    const v = Number(el.value);
-    if (el.value === "" || !Number.isFinite(v) || !el.checkValidity()) {
-      errors.push(`${label}: ${el.validationMessage || "a number is needed"}`);
-      el.setAttribute("aria-invalid", "true");
-      return null;
-    }
-    return v;
-  }
+  const intField = (id, errors, label, optional = false) => numField(id, errors, label, optional, true);
 
   /* `NAME` or `NAME:WEIGHT`, as ModelSpec.parse: the weight is the text after the last colon when
      it is a number the server accepts; otherwise the whole text is the name (weight 1). */
