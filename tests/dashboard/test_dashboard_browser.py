@@ -50,6 +50,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(B.ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+
+def fill_campaign(page, *, name: str, budget: int, parallel: int) -> None:
+    """The circle_packing form's common fields: n=12 (a task param), name, budget, parallel."""
+    page.fill("#p-n", "12")
+    page.fill("#f-name", name)
+    page.fill("#f-budget", str(budget))
+    page.fill("#f-parallel", str(parallel))
+
 def test_create_watch_open_cell_and_program(server, browser):
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
@@ -62,10 +70,7 @@ def test_create_watch_open_cell_and_program(server, browser):
     page.select_option("#f-task", "circle_packing")
     page.wait_for_selector("#p-n")   # generated from the task's params JSON schema
     assert page.input_value("#p-n") == "26"
-    page.fill("#p-n", "12")
-    page.fill("#f-name", "browser test")
-    page.fill("#f-budget", "30")
-    page.fill("#f-parallel", "2")
+    fill_campaign(page, name="browser test", budget=30, parallel=2)
     page.fill("#f-seed", "3")
     page.click("#f-submit")
 
@@ -208,10 +213,7 @@ def test_create_llm_campaign_through_the_form(server, browser):
     assert page.locator("#new-campaign input[type=password]").count() == 0   # no key field
     shot(page, "campaigns_form_llm_1280")
 
-    page.fill("#p-n", "12")
-    page.fill("#f-name", "llm form")
-    page.fill("#f-budget", "5")
-    page.fill("#f-parallel", "1")
+    fill_campaign(page, name="llm form", budget=5, parallel=1)
     page.fill("#f-base-url", "http://127.0.0.1:9/v1")
     page.fill("#f-models", "perturb:2, other, ollama/qwen2:7b")
     page.fill("#f-temperature", "0.3")
