@@ -50,7 +50,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(B.ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-
 def fill_campaign(page, *, name: str, budget: int, parallel: int) -> None:
     """The circle_packing form's common fields: n=12 (a task param), name, budget, parallel."""
     page.fill("#p-n", "12")
