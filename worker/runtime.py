@@ -24,7 +24,7 @@ from worker.spec import CampaignSpec
 
 _sandboxes: dict[str, Any] = {}
 _sandbox_lock = threading.Lock()
-_keepers: list[threading.Event] = []  # prestart_sandbox's threads: set = may end
+_keepers: list[tuple[threading.Event, threading.Thread]] = []  # prestart_sandbox: set = may end
 
 
 def shared_sandbox(kind: str = "fork") -> Any:
@@ -52,8 +52,6 @@ def prestart_sandbox(kind: str) -> None:
     if kind not in ("fork", "forkserver"):
         return
     release = threading.Event()
-    with _sandbox_lock:
-        _keepers.append(release)
 
     def keep() -> None:
         with _sandbox_lock:
@@ -71,10 +69,15 @@ def prestart_sandbox(kind: str) -> None:
             sb.close()
         release.wait()
 
-    threading.Thread(target=keep, daemon=True, name="evoforge-sandbox-start").start()
+    thread = threading.Thread(target=keep, daemon=True, name="evoforge-sandbox-start")
+    with _sandbox_lock:
+        _keepers.append((release, thread))
+    thread.start()
 
 
-def close_sandboxes() -> None:
+def close_sandboxes(wait_s: float = 30.0) -> None:
+    """Stop every shared sandbox, then let the prestart threads end and wait for them (outside
+    the lock, which a thread that has not begun yet still takes once)."""
     with _sandbox_lock:
         for sb in _sandboxes.values():
             try:
@@ -82,9 +85,12 @@ def close_sandboxes() -> None:
             except Exception:
                 pass
         _sandboxes.clear()
-        for release in _keepers:
-            release.set()
+        keepers = list(_keepers)
         _keepers.clear()
+        for release, _thread in keepers:
+            release.set()
+    for _release, thread in keepers:
+        thread.join(wait_s)
 
 
 class SeedMutator:
