@@ -30,6 +30,28 @@ _MISS = object()
 log = logging.getLogger("evoforge.api")
 
 
+class LRU:
+    """A small thread-safe least-recently-used map; `get` returns None on a miss."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
 def _env_float(name: str, default: float) -> float:
     try:
         return max(0.0, float(os.environ.get(name, default)))
@@ -51,7 +73,7 @@ class ApiCaches:
         self.body_entries, self.max_keys = body_entries, max_keys
         self._keys: dict[str, tuple[float, int]] = {}
         self._versions: dict[tuple, tuple[float, Any]] = {}
-        self._bodies: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bodies = LRU(body_entries)
         self._lock = threading.Lock()
         self._inflight: dict[tuple, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -109,18 +131,10 @@ class ApiCaches:
 
     # -- response bodies ------------------------------------------------------------------------
     def body(self, key: tuple) -> bytes | None:
-        with self._lock:
-            value = self._bodies.get(key)
-            if value is not None:
-                self._bodies.move_to_end(key)
-            return value
+        return self._bodies.get(key)
 
     def remember_body(self, key: tuple, body: bytes) -> None:
-        with self._lock:
-            self._bodies[key] = body
-            while len(self._bodies) > self.body_entries:
-                self._bodies.popitem(last=False)
-
+        self._bodies.put(key, body)
 
     async def single_flight(self, key: tuple, fn):
         """Run blocking `fn` in the thread pool once for concurrent callers of the same key

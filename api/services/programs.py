@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import difflib
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.caches import LRU
 from api.services import NotFound, utc
 from api.services.campaigns import get_campaign, scope
 from db.models import Campaign, EliteCell, Evaluation, Program
@@ -23,34 +22,13 @@ SORTS = {
 MAX_DIFF_CHARS = 200_000
 
 
-class _Cache:
-    """A small per-process LRU of read results keyed by a campaign's version. Elite cells and
-    programs change only in an iteration's commit (ring migration included), and every commit
-    bumps `Campaign.evaluations` in the same transaction, so (id, created_at, evaluations) names
-    one state of the archive; created_at tells a new campaign from a deleted one whose id SQLite
-    handed out again. Callers pass copies out (responses are serialised, never mutated)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-
-_ELITES = _Cache(64)
-_COUNTS = _Cache(1024)
+# Per-process LRUs of read results keyed by a campaign's version. Elite cells and programs change
+# only in an iteration's commit (ring migration included), and every commit bumps
+# `Campaign.evaluations` in the same transaction, so (id, created_at, evaluations) names one state
+# of the archive; created_at tells a new campaign from a deleted one whose id SQLite handed out
+# again. Callers pass copies out (responses are serialised, never mutated).
+_ELITES = LRU(64)
+_COUNTS = LRU(1024)
 
 
 def _version(c: Campaign) -> tuple:
