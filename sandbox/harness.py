@@ -38,6 +38,8 @@ import types
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # imports inside a run leave no __pycache__ in its scratch
+
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 64
 TRACEBACK_CHARS = 4000
@@ -236,16 +238,21 @@ def run_request(request: dict) -> dict:
         # Source lines for tracebacks, and for drivers that need the text (OpenEvolve's writes
         # it to a file for the evaluator).
         linecache.cache["candidate.py"] = (_len(code), None, code.splitlines(True), "candidate.py")
-        exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
         if driver is not None:
-            stage = "running the driver"
+            # The driver's module body (trusted, standard library only) runs first. One that
+            # sets CANDIDATE = "source" loads the program itself (OpenEvolve's evaluators import
+            # it from a file): it gets the module unexecuted, so top-level code runs once.
             drive_ns: dict = {"__name__": "evoforge_driver"}
             exec(drive_code, drive_ns)  # noqa: S102
+            if drive_ns.get("CANDIDATE") != "source":
+                exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
+            stage = "running the driver"
             raw = drive_ns["drive"](module, inputs, seed)
             if _type(raw) is not list:
                 raise OutputError(f"driver returned {_describe(_type(raw))}, expected list")
             outputs = encode_outputs(raw)
         else:
+            exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
             fn = module.__dict__.get(entrypoint)
             if fn is None or not callable(fn):
                 return _response(ERROR, reason=f"the program does not define {entrypoint}()")

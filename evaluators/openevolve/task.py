@@ -65,7 +65,9 @@ def fitness(metrics: dict[str, Any], exclude: list[str] | tuple = ()) -> float:
 
 class OpenEvolveTask:
     name: ClassVar[str] = "openevolve"
-    version: ClassVar[int] = 1
+    # 2: the program's top-level code runs once (imported by the evaluator only), so the random
+    # state a stochastic program sees differs from version 1's: cached results are not reused.
+    version: ClassVar[int] = 2
     Params: ClassVar[type[BaseModel]] = OpenEvolveParams
     entrypoint: ClassVar[str] = "evaluate"
     resources: ClassVar[Resources] = Resources(timeout_s=300.0, memory_mb=2048, gpu=False)

@@ -128,6 +128,22 @@ def test_candidate_that_breaks_is_a_failure_not_a_crash(fork_sandbox):
     assert not r.ok and "undefined" in r.artifacts.get("reason", "")
 
 
+def test_candidate_top_level_runs_once_as_under_openevolve(fork_sandbox):
+    # OpenEvolve's evaluator imports the program from a file; the driver must not run it first.
+    p = problem("dict_problem", "config.yaml")
+    params = TASK.Params.model_validate(p.task_params)
+    code = 'print("candidate body ran")\n' + p.seed_program
+    run = fork_sandbox.run(code, TASK.entrypoint, TASK.probe(params), timeout_s=20,
+                           driver=TASK.driver)
+    assert run.ok, run.reason
+    assert run.stdout.count("candidate body ran") == 1, run.stdout
+    assert "guess() = 6.0" in run.stdout
+    # A program that fails at import is the evaluator's failure to import it, with its reason.
+    bad = fork_sandbox.run("raise ValueError('broken at import')\n", TASK.entrypoint,
+                           TASK.probe(params), timeout_s=20, driver=TASK.driver)
+    assert not bad.ok and "broken at import" in bad.reason
+
+
 # ------------------------------------------------------------------------------ CLI, end to end
 
 def _free_port() -> int:
