@@ -6,7 +6,7 @@
                                         C: PID 1 of the new pid namespace; closes the server's
                                            fds; unshare(mount, ipc, net); /proc; waits for a job
                                         job -> C: reads the request from the client's socket,
-                                           tmpfs /tmp, rlimits, clean env, drop to uid 600xx,
+                                           tmpfs /tmp, rlimits, drop to uid 600xx,
                                            no_new_privs, harness.run_request -> fd 3
                                         server: wall clock (SIGKILL C = kill the namespace),
                                            64 KiB stdout/stderr tails, result from fd 3
@@ -220,17 +220,21 @@ def serve(ctl_fd: int) -> None:
                 importlib.import_module(mod)
             except ImportError:
                 pass
+        # Children inherit exactly this environment: set once here, not in every child.
+        os.environ.clear()
+        os.environ.update(CLEAN_ENV)
         import resource  # noqa: F401 - needed after the pivot
         from sandbox import harness  # noqa: F401
         from sandbox import _fsview
 
         # Our own pid namespace, to return to after each per-candidate unshare(CLONE_NEWPID).
         own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # kept past the pivot
         L.unshare(L.CLONE_NEWNS)
         _fsview.enter_private_root()
         harness.run_request({"code": "def f():\n    return 1\n", "entrypoint": "f",
                              "inputs": [{}]})  # warm up lazy imports and caches
-        server = _Server(ctl, own_pidns)
+        server = _Server(ctl, own_pidns, statm)
         gc.collect()
         gc.freeze()  # children's GC never touches (copies) the server's objects
         gc.disable()
@@ -284,8 +288,8 @@ class _Server:
     answers the client and SIGKILLs C (= the whole pid namespace).
     """
 
-    def __init__(self, ctl: socket.socket, own_pidns: int):
-        self.ctl, self.own_pidns = ctl, own_pidns
+    def __init__(self, ctl: socket.socket, own_pidns: int, statm: int):
+        self.ctl, self.own_pidns, self.statm = ctl, own_pidns, statm
         self.poller = select.poll()
         self.poller.register(ctl, select.POLLIN)
         self.idle: list[_Candidate] = []
@@ -367,8 +371,11 @@ class _Server:
     def _fork_candidate(self) -> None:
         from sandbox import _linux as L
 
+        from sandbox import harness
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, result
+        harness.note_address_space(self.statm)  # the child's RLIMIT_AS baseline
         try:
             L.unshare(L.CLONE_NEWPID)  # only our next child enters the new pid namespace
             pid = os.fork()
@@ -579,11 +586,6 @@ def _candidate_main(job_fd: int, writers: list[int]) -> None:
         for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.alarm(0)
-        os.environ.clear()
-        os.environ.update(CLEAN_ENV)
-        from sandbox import harness
-
-        harness.address_space_bytes()  # measured now, off the critical path
         job = socket.socket(fileno=4)
         msg, fds, _flags, _addr = socket.recv_fds(job, 65536, 1)
     except BaseException:  # noqa: BLE001 - set-up failed: say why on stderr

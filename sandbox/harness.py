@@ -328,6 +328,13 @@ def apply_limits(limits: dict) -> None:
 _AS_BASELINE: list = []
 
 
+def note_address_space(statm_fd: int) -> None:
+    """For a forking parent (the fork-server, just before each fork): record its own address
+    space from an open /proc/<pid>/statm; the child starts with the same mappings, so this is
+    its baseline, and the child need not read /proc itself."""
+    _AS_BASELINE[:] = [int(os.pread(statm_fd, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")]
+
+
 def address_space_bytes() -> int:
     """The interpreter's address space, read once (RLIMIT_AS = this + memory_mb)."""
     if not _AS_BASELINE:

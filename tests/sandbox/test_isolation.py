@@ -91,7 +91,10 @@ import resource
 def f():
     names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_FSIZE",
              "RLIMIT_CORE"]
-    return {n: list(resource.getrlimit(getattr(resource, n))) for n in names}
+    out = {n: list(resource.getrlimit(getattr(resource, n))) for n in names}
+    with open("/proc/self/statm") as fh:
+        out["vm_bytes"] = int(fh.read().split()[0]) * resource.getpagesize()
+    return out
 """
 
 
@@ -106,10 +109,21 @@ def test_rlimits_as_the_candidate_sees_them(fork_sandbox):
     assert lim["RLIMIT_CORE"] == [0, 0]
     soft, hard = lim["RLIMIT_AS"]
     assert soft == hard and 300 * 2**20 < soft < 300 * 2**20 + 2 * 2**30
+    # The baseline is the candidate's own address space when it starts (the server's at fork
+    # time): memory_mb is what the candidate may add to it.
+    assert abs(soft - 300 * 2**20 - lim["vm_bytes"]) < 64 * 2**20, (soft, lim["vm_bytes"])
     raised = fork_sandbox.run("import resource\ndef f():\n    resource.setrlimit("
                               "resource.RLIMIT_NPROC, (10**6, 10**6))\n    return 1\n",
                               "f", [{}])
     assert raised.status == "error", raised  # not root any more: hard limits stay
+
+
+def test_environment_is_exactly_the_clean_one(fork_sandbox):
+    from sandbox._common import CLEAN_ENV
+
+    r = fork_sandbox.run("import os\ndef f():\n    return dict(os.environ)\n", "f", [{}])
+    assert r.status == "ok", r
+    assert r.outputs[0] == CLEAN_ENV  # nothing of the worker's or the server's set-up
 
 
 def test_too_many_open_files(fork_sandbox):
