@@ -7,7 +7,8 @@
                                            fds; unshare(mount, ipc, net); /proc; waits for a job
                                         job -> C: reads the request from the client's socket,
                                            tmpfs /tmp, rlimits, drop to uid 600xx,
-                                           no_new_privs, harness.run_request -> fd 3
+                                           no_new_privs, seccomp filter,
+                                           harness.run_request -> fd 3
                                         server: wall clock (SIGKILL C = kill the namespace),
                                            64 KiB stdout/stderr tails, result from fd 3
     <---------- header JSON + raw result over the socketpair --------------
@@ -201,6 +202,7 @@ def _userns_available() -> bool:
 
 
 POOL_SIZE = 2            # candidates forked ahead, waiting for a job
+_SECCOMP: bytes | None = None  # the candidates' syscall filter (sandbox/_linux.py)
 _GRACE_S = 0.25          # a candidate that closed its channels without a result may still exit
 
 
@@ -234,6 +236,8 @@ def serve(ctl_fd: int) -> None:
         _fsview.enter_private_root()
         harness.run_request({"code": "def f():\n    return 1\n", "entrypoint": "f",
                              "inputs": [{}]})  # warm up lazy imports and caches
+        global _SECCOMP
+        _SECCOMP = L.seccomp_program()  # built once; every child loads it before the candidate
         server = _Server(ctl, own_pidns, statm)
         gc.collect()
         gc.freeze()  # children's GC never touches (copies) the server's objects
@@ -619,6 +623,8 @@ def _candidate(request: bytes, limits: Limits, uid: int) -> None:
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change: set it again
     L.prctl(L.PR_SET_DUMPABLE, 0)
+    if _SECCOMP is not None:
+        L.seccomp_load(_SECCOMP)
     gc.enable()  # the server's frozen objects stay out of the candidate's collections
     try:
         req = json.loads(request)

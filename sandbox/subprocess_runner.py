@@ -2,12 +2,14 @@
 
 With bubblewrap (`bwrap` on PATH, used by default when present):
     bwrap --unshare-pid/net/ipc/uts --die-with-parent --new-session, read-only binds of the
-    system and Python directories only, --proc, --dev, a size-limited tmpfs /tmp as the working
-    directory, a clean environment; the harness sets the rlimits and drops to the sandbox uid.
-    The whole tree lives in bwrap's pid namespace and dies with it.
-Without bubblewrap (still root): a pre-exec hook unshares mount/net/ipc namespaces and pivots into
-the same read-only view as the fork-server; there is no pid namespace, so the process tree is
-killed through the run's unique uid (kill(-1) from that uid) after every run.
+    system and Python directories only, --proc, --dev (with a writable tmpfs /dev/shm), a
+    size-limited tmpfs /tmp as the working directory, a clean environment, the candidates'
+    seccomp filter (--seccomp, see sandbox/_linux.py); the harness sets the rlimits and drops to
+    the sandbox uid. The whole tree lives in bwrap's pid namespace and dies with it.
+Without bubblewrap (still root): a pre-exec hook unshares mount/net/ipc namespaces, pivots into
+the same read-only view as the fork-server and loads the seccomp filter; there is no pid
+namespace, so the process tree is killed through the run's unique uid (kill(-1) from that uid)
+after every run.
 
 Both report through the same result channel as the fork-server: the harness writes its response
 to an inherited pipe (fd 3), never to stdout.
@@ -74,8 +76,17 @@ class SubprocessSandbox:
         response = f"/proc/self/fd/{res_w}" if self.bwrap else f"{_IN_VIEW}/response.json"
         harness_args = [self.python, "-I", f"{_IN_VIEW}/harness.py",
                         f"{_IN_VIEW}/request.json", response]
+        filter_r = -1
         if self.bwrap:
-            argv, preexec, pass_fds = self._bwrap_argv(host, limits) + harness_args, None, (res_w,)
+            from sandbox import _linux
+
+            bpf = _linux.seccomp_program()
+            if bpf is not None:  # bwrap reads the filter from a descriptor and loads it last
+                filter_r, filter_w = os.pipe()
+                os.write(filter_w, bpf)
+                os.close(filter_w)
+            argv = self._bwrap_argv(host, limits, filter_r) + harness_args
+            preexec, pass_fds = None, (res_w,) + ((filter_r,) if filter_r >= 0 else ())
         else:
             argv, pass_fds = harness_args, ()
             preexec = _PreExec(host, limits, uid)
@@ -88,8 +99,9 @@ class SubprocessSandbox:
                                     pass_fds=pass_fds, preexec_fn=preexec,
                                     start_new_session=True, cwd="/")
         finally:
-            if res_w >= 0:
-                os.close(res_w)
+            for fd in (res_w, filter_r):
+                if fd >= 0:
+                    os.close(fd)
         info, raw = _watch(proc, res_r, limits, t0, uid if not self.bwrap else None)
         os.close(res_r)
         if not self.bwrap:
@@ -99,7 +111,7 @@ class SubprocessSandbox:
             info["exit_kind"], info["exit_value"] = "signal", info["exit_value"] - 128
         return build_result(limits=limits, raw=raw, **info)
 
-    def _bwrap_argv(self, host: str, limits: Limits) -> list[str]:
+    def _bwrap_argv(self, host: str, limits: Limits, seccomp_fd: int = -1) -> list[str]:
         from sandbox._fsview import view_dirs
 
         argv = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -125,9 +137,14 @@ class SubprocessSandbox:
         for f in ETC_FILES:
             if os.path.isfile(f):
                 argv += ["--ro-bind", f, f]
+        # bwrap's /dev/shm is root's 0755: POSIX semaphores (multiprocessing's locks) need a
+        # writable one, here a tmpfs of the scratch's size.
         argv += ["--ro-bind", host, _IN_VIEW, "--proc", "/proc", "--dev", "/dev",
-                 "--chdir", "/tmp", "--"]
-        return argv
+                 "--perms", "1777", "--size", str(limits.scratch_mb * 2 ** 20), "--tmpfs",
+                 "/dev/shm", "--chdir", "/tmp"]
+        if seccomp_fd >= 0:
+            argv += ["--seccomp", str(seccomp_fd)]
+        return argv + ["--"]
 
 
 class _PreExec:
@@ -138,6 +155,7 @@ class _PreExec:
 
         self.host, self.limits, self.uid = host, limits, uid
         self.L, self.fsview = _linux, _fsview
+        self.bpf = _linux.seccomp_program()
         os.chown(host, 0, 0)
 
     def __call__(self) -> None:
@@ -147,6 +165,9 @@ class _PreExec:
         self.fsview.mount_scratch(f"size={self.limits.scratch_mb}m,nr_inodes=4096,mode=0700,"
                                   f"uid={self.uid},gid={self.uid}")
         os.chdir("/tmp")
+        if self.bpf is not None:  # the set-up above is done: from here on, the candidate's filter
+            L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+            L.seccomp_load(self.bpf)
 
 
 def _read_capped(path: str) -> tuple[bytes, bool]:
