@@ -4,6 +4,8 @@ API key (requests generated without one must be refused), campaigns stored but n
 (execution is covered by the live-server tests)."""
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from db.apikeys import create_key  # noqa: E402
 from db.engine import session_factory, upgrade  # noqa: E402
 
 _DIR = Path(tempfile.mkdtemp(prefix="evoforge-schemathesis-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # built at import, so not a fixture
 DB_URL = f"sqlite:///{_DIR / 'st.db'}"
 upgrade(DB_URL)
 APP = create_app(DB_URL, broker_url="", execute=False)
