@@ -112,6 +112,9 @@ if ! answers; then
   mkdir -p "$(dirname "$SOCK")"
   rm -f "$SOCK"
   log "starting podman system service on $SOCK (log: $LOG)"
+  # From the cache directory: conmon leaves an `oom` marker file in the service's working
+  # directory when a container is OOM-killed, which must not land in the caller's checkout.
+  cd "$CACHE"
   setsid nohup podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 &
   for _ in $(seq 1 100); do
     answers && break
