@@ -59,6 +59,10 @@ def sandbox(engine_url):
         sb._check_image(sb.image)
     except SandboxUnavailable as exc:
         _unavailable(str(exc))
+    # Leftovers of an earlier session whose engine died mid-run would fail every "nothing is
+    # left" check below; this session's runs must leave none of their own.
+    for c in _our_containers(sb):
+        c.remove(force=True, v=True)
     yield sb
     sb.close()
 
