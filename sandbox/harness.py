@@ -227,8 +227,14 @@ def run_request(request: dict) -> dict:
         return _response(ERROR, reason=f"bad request: {exc!r}"[:REASON_CHARS])
     stage = "loading the driver"
     try:
-        # The driver's code object is ready before any candidate code runs.
-        drive_code = _driver_code(driver, request.get("driver_code")) if driver is not None else None
+        # The driver (trusted, standard library only) is loaded and its module body run before
+        # any candidate code. One that sets CANDIDATE = "source" loads the program itself
+        # (OpenEvolve's evaluators import it from a file): it gets the module unexecuted, so the
+        # program's top-level code runs once.
+        drive_ns: dict | None = None
+        if driver is not None:
+            drive_ns = {"__name__": "evoforge_driver"}
+            exec(_driver_code(driver, request.get("driver_code")), drive_ns)  # noqa: S102
         stage = "loading the program"
         random.seed(seed)
         np.random.seed(seed % (2 ** 32))
@@ -238,21 +244,15 @@ def run_request(request: dict) -> dict:
         # Source lines for tracebacks, and for drivers that need the text (OpenEvolve's writes
         # it to a file for the evaluator).
         linecache.cache["candidate.py"] = (_len(code), None, code.splitlines(True), "candidate.py")
-        if driver is not None:
-            # The driver's module body (trusted, standard library only) runs first. One that
-            # sets CANDIDATE = "source" loads the program itself (OpenEvolve's evaluators import
-            # it from a file): it gets the module unexecuted, so top-level code runs once.
-            drive_ns: dict = {"__name__": "evoforge_driver"}
-            exec(drive_code, drive_ns)  # noqa: S102
-            if drive_ns.get("CANDIDATE") != "source":
-                exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
+        if drive_ns is None or drive_ns.get("CANDIDATE") != "source":
+            exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
+        if drive_ns is not None:
             stage = "running the driver"
             raw = drive_ns["drive"](module, inputs, seed)
             if _type(raw) is not list:
                 raise OutputError(f"driver returned {_describe(_type(raw))}, expected list")
             outputs = encode_outputs(raw)
         else:
-            exec(compile(code, "candidate.py", "exec"), module.__dict__)  # noqa: S102
             fn = module.__dict__.get(entrypoint)
             if fn is None or not callable(fn):
                 return _response(ERROR, reason=f"the program does not define {entrypoint}()")
