@@ -7,6 +7,7 @@ Every wrapper raises OSError with errno on failure.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import struct
@@ -109,13 +110,14 @@ _RET_ERRNO = 0x00050000
 _RET_ALLOW = 0x7FFF0000
 _EPERM, _ENOSYS = 1, 38
 _X32_BIT = 0x40000000
+_AUDIT_ARCH_X86_64, _AUDIT_ARCH_AARCH64 = 0xC000003E, 0xC00000B7
 CLONE_NEWCGROUP = 0x02000000
 _CLONE_NS_FLAGS = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER
                    | CLONE_NEWPID | CLONE_NEWNET)
 
 # machine: (AUDIT_ARCH, clone, clone3, {denied syscall: number})
 _SYSCALLS = {
-    "x86_64": (0xC000003E, 56, 435, {
+    "x86_64": (_AUDIT_ARCH_X86_64, 56, 435, {
         "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155,
         "chroot": 161, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "keyctl": 250, "add_key": 248,
@@ -124,7 +126,7 @@ _SYSCALLS = {
         "process_vm_readv": 310, "process_vm_writev": 311, "init_module": 175,
         "finit_module": 313, "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320,
         "open_by_handle_at": 304}),
-    "aarch64": (0xC00000B7, 220, 435, {
+    "aarch64": (_AUDIT_ARCH_AARCH64, 220, 435, {
         "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41,
         "chroot": 51, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "keyctl": 219, "add_key": 217,
@@ -134,15 +136,15 @@ _SYSCALLS = {
         "finit_module": 273, "delete_module": 106, "kexec_load": 104, "kexec_file_load": 294,
         "open_by_handle_at": 265}),
 }
-SECCOMP_DENIED = tuple(_SYSCALLS["x86_64"][3])
-
 # classic BPF opcodes
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
+@functools.lru_cache(maxsize=None)
 def seccomp_program(machine: str | None = None) -> bytes | None:
     """The filter as raw `struct sock_filter` records (what `seccomp_export_bpf` writes and
-    `bwrap --seccomp FD` reads), or None on an architecture without a table here."""
+    `bwrap --seccomp FD` reads), or None on an architecture without a table here. Built once
+    per process and machine (the subprocess runner asks for it on every run)."""
     table = _SYSCALLS.get(machine or platform.machine())
     if table is None:
         return None
@@ -154,7 +156,7 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
         (_JEQ_K, arch, None, "kill"),
         (_LD_W_ABS, 0, None, None),                       # seccomp_data.nr
     ]
-    if arch == 0xC000003E:  # x86_64: x32-ABI numbers have this bit set
+    if arch == _AUDIT_ARCH_X86_64:  # x32-ABI numbers have this bit set
         insns.append((_JGE_K, _X32_BIT, "kill", None))
     insns += [(_JEQ_K, nr, "eperm", None) for nr in sorted(set(denied.values()))]
     insns += [(_JEQ_K, clone3, "enosys", None),

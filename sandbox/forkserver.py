@@ -373,9 +373,7 @@ class _Server:
     # -- candidates
 
     def _fork_candidate(self) -> None:
-        from sandbox import _linux as L
-
-        from sandbox import harness
+        from sandbox import _linux as L, harness
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, result
