@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 class EmbeddedExecutor:
     def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, parallel: int = 1,
                  sandbox: Any | None = None,
-                 on_commit: Callable[[int, Committed], None] | None = None):
+                 on_commit: Callable[[int, Committed], None] | None = None,
+                 operator_url: str | None = None):
         self.sessions, self.campaign_id = sessions, campaign_id
+        self.operator_url = operator_url  # the CLI's own --llm-base-url (worker/endpoints.py)
         self.parallel = max(1, parallel)
         self.sandbox = sandbox
         self.on_commit = on_commit
@@ -78,7 +80,8 @@ class EmbeddedExecutor:
             self._extra_budget = has_extra_budget(c.config)
             self._pending = missing_iterations(s, self.campaign_id, c.iterations_reserved)
         try:
-            rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox)
+            rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox,
+                                      operator_url=self.operator_url)
             if 0 in self._pending:  # the seed goes first: every other iteration needs a parent
                 self._pending.remove(0)
                 self._run_one(rt, 0)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Campaign
 from evolution.ensemble import PriceTable
 from evolution.llm_mutator import IdeaConfig
+from worker.endpoints import resolve_target
 from worker.llm_client import build_llm_mutator
 from worker.spec import CampaignSpec
 
@@ -46,11 +47,14 @@ class DbTokenBudget:
 
 
 def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessionmaker[Session],
-                     campaign_id: int) -> Any:
+                     campaign_id: int, *, operator_url: str | None = None) -> Any:
+    """The campaign's LLM mutator. Where it calls, with which key and at which prices is decided
+    by `worker.endpoints.resolve_target`: an operator endpoint by name gets its key; a stored
+    base_url gets none (default deny), unless `operator_url` is that URL: the local CLI says so
+    in-process at run time, never through the stored config."""
     m = spec.mutator
-    if not m.base_url:
-        raise ValueError("an LLM mutator needs a base_url")
-    prices = PriceTable.from_mapping({k: list(v) for k, v in m.prices.items()})
+    target = resolve_target(m, operator_url=operator_url)
+    prices = PriceTable.from_mapping({k: list(v) for k, v in target.prices.items()})
     models = [f"{x.name}:{x.weight:g}" for x in m.models] or ["default"]
     worst = max((max(prices.price(x.name).prompt_per_m, prices.price(x.name).completion_per_m)
                  for x in m.models), default=0.0) / 1e6
@@ -59,6 +63,7 @@ def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessi
         budget = DbTokenBudget(sessions, campaign_id, max_tokens=spec.budget.max_tokens,
                                max_cost_usd=spec.budget.max_cost_usd, usd_per_token=worst)
     return build_llm_mutator(
-        m.base_url, models, task.context(params), temperature=m.temperature,
+        target.base_url, models, task.context(params), temperature=m.temperature,
+        api_key=target.api_key, credentials=target.api_key is not None, guard=target.guard,
         max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices, bandit=m.bandit,
         ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed)

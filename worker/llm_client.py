@@ -15,6 +15,9 @@ OpenRouter, LiteLLM. Built on the `openai` package with its own retries switched
   (not JSON, no choices, empty content). Messages never contain the API key.
 - The key: `api_key`, else `EVOFORGE_LLM_API_KEY`, else `OPENAI_API_KEY`, else "none" (local
   servers). It is kept only inside the SDK client and scrubbed from every message we raise/log.
+  `credentials=False` sends no key at all (worker/endpoints.py decides who gets one).
+- Redirects are never followed (a 3xx is a `PermanentLLMError`); `guard` limits the addresses
+  a connection may reach (worker/llm_http.py).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from evolution.llm_mutator import Completion
+from worker.endpoints import BlockedAddress
 
 log = logging.getLogger("evoforge.llm")
 
@@ -142,18 +146,25 @@ class OpenAIClient:
                  max_retries: int = 4, hard_limit_s: float = 300.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 30.0, rng: random.Random | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, credentials: bool = True,
+                 guard: Any = None):
+        """`credentials=False`: no key at all, not even one from the environment (a URL the
+        operator did not configure). `guard` (an `AddressPolicy`): connect only to addresses
+        it allows, checked at connect time. Redirects are never followed."""
+        from worker.llm_http import make_http_client
+
         if timeout_s <= 0 or hard_limit_s <= 0 or max_retries < 0:
             raise ValueError("timeout_s and hard_limit_s must be > 0, max_retries >= 0")
         self.base_url = _safe_url(base_url)
         self.timeout_s, self.max_retries, self.hard_limit_s = timeout_s, max_retries, hard_limit_s
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
-        key = resolve_api_key(api_key)
+        key = resolve_api_key(api_key) if credentials else "none"  # "none": stripped on the wire
         password = urlsplit(base_url).password
         self._secrets = tuple(s for s in (key, password) if s and s != "none")
         self._has_key = key != "none"
+        self._http = make_http_client(timeout_s=timeout_s, credentials=credentials, guard=guard)
         self._sdk = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0,
-                                  timeout=timeout_s)
+                                  timeout=timeout_s, http_client=self._http)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._sleep, self._clock = sleep, clock
@@ -167,6 +178,7 @@ class OpenAIClient:
 
     def close(self) -> None:
         self._sdk.close()
+        self._http.close()
 
     # ------------------------------------------------------------------ public
     def complete(self, model: str, messages: list[dict[str, str]], *, temperature: float = 0.7,
@@ -182,6 +194,9 @@ class OpenAIClient:
             try:
                 page = self._sdk.models.list(timeout=left)
                 return [m.id for m in page.data]
+            except BlockedAddress as exc:
+                raise PermanentLLMError(f"connection refused by the address policy: {exc}") \
+                    from None
             except openai.APIError as exc:
                 self._raise_for(exc)
         return self._with_retries("(models)", attempt)
@@ -261,6 +276,8 @@ class OpenAIClient:
                 return b"".join(chunks)
         except _Retryable:
             raise
+        except BlockedAddress as exc:
+            raise PermanentLLMError(f"connection refused by the address policy: {exc}") from None
         except openai.APIError as exc:
             self._raise_for(exc)
         except Exception as exc:  # transport errors while reading the streamed body
@@ -280,6 +297,10 @@ class OpenAIClient:
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             detail = self._scrub(_short(exc.message))
+            if 300 <= status < 400:
+                raise PermanentLLMError(
+                    f"HTTP {status}: the endpoint answered with a redirect, which is never "
+                    f"followed (fix the base URL)", status=status, attempts=1) from None
             if status == 429 or status >= 500:
                 raise _Retryable(f"HTTP {status}: {detail}", status,
                                  _retry_after(exc.response.headers)) from None
@@ -363,15 +384,16 @@ def build_llm_mutator(base_url: str, models: list[str], task_context: str, *,
                       max_tokens: int = 4096, diff_mode: bool = True, budget: Any = None,
                       prices: Any = None, bandit: bool = False, cooldown_s: float = 30.0,
                       ideas: Any = None, timeout_s: float = 120.0, max_retries: int = 4,
-                      hard_limit_s: float = 300.0, seed: int | None = None) -> Any:
+                      hard_limit_s: float = 300.0, seed: int | None = None,
+                      credentials: bool = True, guard: Any = None) -> Any:
     """One call for the CLI/worker: `--llm-base-url`, repeated `--model NAME[:WEIGHT]`, ... ->
     an `evolution.llm_mutator.LLMMutator` (its `.ensemble` takes `record_outcome` for the
-    bandit; `.complete.__self__` is the client, to `close()`)."""
+    bandit; `._complete.__self__` is the client, to `close()`)."""
     from evolution.ensemble import Ensemble, parse_model_specs
     from evolution.llm_mutator import LLMMutator
 
     client = OpenAIClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
-                          hard_limit_s=hard_limit_s,
+                          hard_limit_s=hard_limit_s, credentials=credentials, guard=guard,
                           rng=random.Random(seed) if seed is not None else None)
     ensemble = Ensemble(parse_model_specs(models), prices=prices, bandit=bandit,
                         cooldown_s=cooldown_s)

@@ -19,6 +19,7 @@ from evaluators.base import FINGERPRINT_KEY, get_task, parse_params
 from evaluators.pipeline import CascadeEvaluator
 from evolution.step import Committed, Evaluator, Mutator, Selection, run_iteration
 from evolution.types import Mutation
+from worker.cache_policy import shares_cache
 from worker.campaigns import spec_of
 from worker.spec import CampaignSpec
 
@@ -104,12 +105,13 @@ class SeedMutator:
 
 
 def make_mutator(spec: CampaignSpec, task: Any, params: Any, store: CampaignStore,
-                 sessions: sessionmaker[Session], campaign_id: int) -> Mutator:
+                 sessions: sessionmaker[Session], campaign_id: int, *,
+                 operator_url: str | None = None) -> Mutator:
     if spec.mutator.kind == "local":
         from evolution.ast_mutator import LocalASTMutator
         return LocalASTMutator()
     from worker.llm import make_llm_mutator
-    return make_llm_mutator(spec, task, params, sessions, campaign_id)
+    return make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
 
 
 @dataclass
@@ -124,7 +126,9 @@ class Runtime:
 
     @classmethod
     def for_campaign(cls, sessions: sessionmaker[Session], campaign_id: int,
-                     sandbox: Any | None = None) -> "Runtime":
+                     sandbox: Any | None = None, *, operator_url: str | None = None) -> "Runtime":
+        """`operator_url`: the LLM base URL the local CLI's user (the operator) gave on its
+        command line; only that URL may get the key from the environment (worker/endpoints.py)."""
         with sessions() as s:
             c = s.get(Campaign, campaign_id)
             if c is None:
@@ -136,13 +140,15 @@ class Runtime:
         params = parse_params(task, raw_params)
         hook = getattr(task, "relative_features", None)  # optional: see evaluators.base.Task
         store = CampaignStore(sessions, campaign_id, fingerprint_key=FINGERPRINT_KEY,
-                              relative_features=partial(hook, params) if hook is not None else None)
+                              relative_features=partial(hook, params) if hook is not None else None,
+                              shared_cache=shares_cache(task))
         if sandbox is None:
             sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
             if hasattr(sandbox, "for_task"):  # containers: the task's image, GPU device requests
                 sandbox = sandbox.for_task(task.name, gpu=task.resources.gpu)
         evaluator = CascadeEvaluator(task, params, sandbox)
-        mutator = make_mutator(spec, task, params, store, sessions, campaign_id)
+        mutator = make_mutator(spec, task, params, store, sessions, campaign_id,
+                               operator_url=operator_url)
         return cls(campaign_id, seed, islands, store, mutator, evaluator, seed_code)
 
     def iterate(self, iteration: int) -> Committed:

@@ -35,7 +35,14 @@ class ModelSpec(BaseModel):
 class MutatorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["local", "llm"] = "local"
-    base_url: str | None = Field(None, max_length=500)
+    endpoint: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="An LLM endpoint the operator declared (GET /api/v1/endpoints): its URL, key "
+                    "and prices come from the server's configuration.")
+    base_url: str | None = Field(
+        None, max_length=500,
+        description="Your own OpenAI-compatible server, only where the operator allows it for "
+                    "your project; it never gets the server's key.")
     models: list[ModelSpec] = Field(default_factory=list, max_length=32)
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(4096, ge=16, le=200_000)
@@ -65,6 +72,12 @@ class MutatorSpec(BaseModel):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "MutatorSpec":
+        if self.endpoint and self.base_url:
+            raise ValueError("give mutator.endpoint or mutator.base_url, not both")
+        return self
 
 
 class SelectionSpec(BaseModel):

@@ -106,9 +106,9 @@ def campaigns_page() -> str:
         </select></div>
       <fieldset id="f-llm" class="llm" hidden>
         <legend>LLM settings</legend>
-        <div class="field"><label for="f-base-url">Endpoint base URL</label>
-          <input id="f-base-url" name="base_url" type="url" maxlength="500" autocomplete="off" spellcheck="false"
-                 inputmode="url"></div>
+        <div class="field"><label for="f-endpoint">Endpoint</label>
+          <select id="f-endpoint" name="endpoint"><option value="">Loading endpoints…</option></select>
+          <p class="hint" id="f-endpoint-hint"></p></div>
         <div class="field"><label for="f-models">Models</label>
           <input id="f-models" name="models" type="text" autocomplete="off" spellcheck="false"
                  placeholder="model-a:2, model-b">
@@ -126,8 +126,8 @@ def campaigns_page() -> str:
           <div class="field"><label for="f-max-cost">Max cost, USD <span class="opt">(budget)</span></label>
             <input id="f-max-cost" name="max_cost_usd" type="number" min="0" max="10000000" step="any" placeholder="none" inputmode="decimal"></div>
         </div>
-        <p class="hint" id="f-llm-hint">No API key here: it never goes through the API. The workers read
-          <code>EVOFORGE_LLM_API_KEY</code> (or <code>OPENAI_API_KEY</code>) from their environment.</p>
+        <p class="hint" id="f-llm-hint">No API key or URL here: the operator declares each endpoint, its
+          key and its prices on the server (<code>EVOFORGE_LLM_ENDPOINTS</code>); keys never go through the API.</p>
       </fieldset>
       <details class="more"><summary>More budget &amp; archive options</summary>
         <div class="grid3">

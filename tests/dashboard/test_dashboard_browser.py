@@ -89,9 +89,9 @@ def test_create_watch_open_cell_and_program(server, browser):
     assert page.inner_text("#c-status") == "completed"
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     assert len(seen) >= 2 and max(seen) == 30, seen
-    page.wait_for_function("document.querySelector('#c-live').textContent.includes('completed')")
-    page.wait_for_function("Number(document.querySelector('#heatmaps').dataset.rendered) > 0")
-    page.wait_for_function("Number(document.querySelector('#history-plot').dataset.rendered) > 0")
+    page.wait_for_function("() => document.querySelector('#c-live').textContent.includes('completed')")
+    page.wait_for_function("() => Number(document.querySelector('#heatmaps').dataset.rendered) > 0")
+    page.wait_for_function("() => Number(document.querySelector('#history-plot').dataset.rendered) > 0")
     assert page.locator("#history-plot .main-svg").count() > 0      # plotly drew it
     shot(page, "campaign_1280")
 
@@ -153,8 +153,32 @@ def test_pages_at_both_widths_without_console_errors(server, browser):
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.className") == "skip"
         assert page.locator("#f-submit").evaluate("e => e.tagName") == "BUTTON"
+        assert watch.csp_violations == [], (width, watch.csp_violations)
         assert watch.errors == [], (width, watch.errors)
         ctx.close()
+
+
+def test_pages_run_under_a_csp_that_blocks_inline_script(server, browser):
+    """The policy is in force (an injected inline script does not run, and the watch sees the
+    violation), so the other tests' empty `csp_violations` means the dashboard needs no inline code."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    watch = B.ConsoleWatch(page)
+    resp = page.goto(server + "/")
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self';" in csp, csp
+    page.get_by_text("No campaigns yet").wait_for()
+    assert watch.errors == []
+    ran = page.evaluate("""() => { const s = document.createElement("script");
+        s.textContent = "window.__inlineRan = true"; document.head.append(s);
+        return window.__inlineRan === true; }""")
+    assert ran is False
+    for _ in range(50):
+        if watch.csp_violations:
+            break
+        page.wait_for_timeout(100)
+    assert watch.csp_violations and "script-src" in watch.csp_violations[0], watch.errors
+    ctx.close()
 
 
 def test_key_prompt_when_the_server_has_keys(tmp_path, browser):
@@ -194,26 +218,60 @@ def _open_form(page, server):
     page.wait_for_selector("#p-n")
 
 
-def test_create_llm_campaign_through_the_form(server, browser):
+ENDPOINTS = """
+[endpoints.team]
+base_url = "http://127.0.0.1:9/v1"
+key_env = "TEAM_LLM_KEY"
+models = ["perturb", "other", "ollama/qwen2:7b"]
+
+[endpoints.local]
+base_url = "http://127.0.0.1:9/v1"
+models = ["*"]
+"""
+
+
+@pytest.fixture
+def llm_server(tmp_path, monkeypatch):
+    """`evoforge serve` with two operator-declared LLM endpoints (EVOFORGE_LLM_ENDPOINTS)."""
+    (tmp_path / "endpoints.toml").write_text(ENDPOINTS)
+    monkeypatch.setenv("EVOFORGE_LLM_ENDPOINTS", str(tmp_path / "endpoints.toml"))
+    monkeypatch.setenv("TEAM_LLM_KEY", "sk-team-key-for-the-dashboard-test")
+    home = tmp_path / "home"
+    home.mkdir()
+    with B.serve(f"sqlite:///{tmp_path / 'dash.db'}", home) as url:
+        yield url
+
+
+def _pick_llm(page):
+    page.select_option("#f-mutator", "llm")
+    page.wait_for_selector("#f-llm", state="visible")
+    page.wait_for_selector("#f-endpoint option[value=team]", state="attached")
+
+
+def test_create_llm_campaign_through_the_form(llm_server, browser):
+    server = llm_server
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     watch = B.ConsoleWatch(page)
     _open_form(page, server)
     assert page.input_value("#f-mutator") == "local"
     assert not page.is_visible("#f-llm")            # local by default: no LLM fields
-    page.select_option("#f-mutator", "llm")
-    page.wait_for_selector("#f-llm", state="visible")
-    assert page.get_attribute("#f-base-url", "placeholder") == "http://127.0.0.1:8000/v1"
+    _pick_llm(page)
+    # The operator's endpoints by name; no URL field, no URL shown, no key field.
+    assert page.eval_on_selector_all("#f-endpoint option", "os => os.map(o => o.value)") == \
+        ["local", "team"]
+    assert page.locator("#f-base-url").count() == 0
+    assert "127.0.0.1:9" not in page.content()
+    page.select_option("#f-endpoint", "team")
+    assert page.inner_text("#f-endpoint-hint") == "Allowed models: perturb, other, ollama/qwen2:7b"
     assert page.input_value("#f-temperature") == "0.7"
     assert page.input_value("#f-reply-tokens") == "4096"
     assert page.is_checked("#f-diff")
-    hint = page.inner_text("#f-llm-hint")
-    assert "EVOFORGE_LLM_API_KEY" in hint and "OPENAI_API_KEY" in hint
+    assert "EVOFORGE_LLM_ENDPOINTS" in page.inner_text("#f-llm-hint")
     assert page.locator("#new-campaign input[type=password]").count() == 0   # no key field
     shot(page, "campaigns_form_llm_1280")
 
     fill_campaign(page, name="llm form", budget=5, parallel=1)
-    page.fill("#f-base-url", "http://127.0.0.1:9/v1")
     page.fill("#f-models", "perturb:2, other, ollama/qwen2:7b")
     page.fill("#f-temperature", "0.3")
     page.fill("#f-reply-tokens", "2048")
@@ -227,7 +285,7 @@ def test_create_llm_campaign_through_the_form(server, browser):
     c = httpx.get(f"{server}/api/v1/campaigns/{cid}").json()
     m = c["mutator"]
     assert m["kind"] == "llm"
-    assert m["base_url"] == "http://127.0.0.1:9/v1"
+    assert m["endpoint"] == "team" and m.get("base_url") is None
     assert m["models"] == [{"name": "perturb", "weight": 2.0}, {"name": "other", "weight": 1.0},
                            {"name": "ollama/qwen2:7b", "weight": 1.0}]   # "7b" is no weight
     assert m["temperature"] == 0.3 and m["max_tokens"] == 2048 and m["diff_mode"] is False
@@ -240,14 +298,15 @@ def test_create_llm_campaign_through_the_form(server, browser):
     ctx.close()
 
 
-def test_llm_form_shows_the_servers_error_and_creates_nothing(server, browser):
+def test_llm_form_shows_the_servers_error_and_creates_nothing(llm_server, browser):
+    server = llm_server
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = ctx.new_page()
     watch = B.ConsoleWatch(page)
     _open_form(page, server)
-    page.select_option("#f-mutator", "llm")
-    page.fill("#f-base-url", "ftp://x")
-    page.fill("#f-models", "perturb")
+    _pick_llm(page)
+    page.select_option("#f-endpoint", "team")
+    page.fill("#f-models", "gpt-expensive")
     with page.expect_response(lambda r: r.url.endswith("/api/v1/campaigns")
                               and r.request.method == "POST") as resp:
         page.click("#f-submit")
@@ -255,7 +314,7 @@ def test_llm_form_shows_the_servers_error_and_creates_nothing(server, browser):
     page.wait_for_selector("#form-error", state="visible")
     err = page.inner_text("#form-error")
     assert "The campaign was not created." in err
-    assert "base_url must start with http:// or https://" in err
+    assert "'gpt-expensive' are not allowed on LLM endpoint 'team'" in err
     assert page.url == server + "/"
     assert page.is_enabled("#f-submit") and page.inner_text("#f-submit") == "Create campaign"
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -270,9 +329,32 @@ def test_llm_form_shows_the_servers_error_and_creates_nothing(server, browser):
     page.wait_for_url(re.compile(r"/campaigns/\d+$"))
     c = httpx.get(f"{server}/api/v1/campaigns/{page.url.rsplit('/', 1)[1]}").json()
     assert c["mutator"].get("kind", "local") == "local"
-    assert c["mutator"].get("base_url") is None and not c["mutator"].get("models")
+    assert c["mutator"].get("endpoint") is None and not c["mutator"].get("models")
     assert "max_tokens" not in c["budget"] or c["budget"]["max_tokens"] is None
     # Chromium logs the 422 itself; anything else is a script error.
+    errors = [e for e in watch.errors if "status of 422" not in e]
+    assert errors == [], errors
+    ctx.close()
+
+
+def test_llm_form_without_endpoints_says_so(server, browser):
+    """A server whose operator declared no LLM endpoint: the form says so, and the server's
+    answer to an LLM campaign names what is missing."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    watch = B.ConsoleWatch(page)
+    _open_form(page, server)
+    page.select_option("#f-mutator", "llm")
+    page.wait_for_selector("#f-endpoint option[value='']", state="attached")
+    page.wait_for_function("() => document.getElementById('f-endpoint-hint').textContent !== ''")
+    assert page.inner_text("#f-endpoint") == "No endpoints configured"
+    assert "declared no LLM endpoint" in page.inner_text("#f-endpoint-hint")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/campaigns")
+                              and r.request.method == "POST") as resp:
+        page.click("#f-submit")
+    assert resp.value.status == 422
+    page.wait_for_selector("#form-error", state="visible")
+    assert "needs mutator.endpoint (available: none configured)" in page.inner_text("#form-error")
     errors = [e for e in watch.errors if "status of 422" not in e]
     assert errors == [], errors
     ctx.close()

@@ -166,14 +166,18 @@ def test_llm_endpoint_down_then_back(cluster, tmp_path):
     if not PERTURB_LLM.exists():
         pytest.skip(f"the stand-in LLM server {PERTURB_LLM} is not available")
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
+    # The operator's endpoint (a stored base_url would get no key and no loopback address).
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text(f'[endpoints.perturb]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+                         f'models = ["perturb"]\n')
+    cluster.env["EVOFORGE_LLM_ENDPOINTS"] = str(endpoints)
     cluster.start_worker("llm", queues="llm", concurrency=2)
     cluster.start_worker("eval", queues="eval", concurrency=2)
     cluster.start_beat()
     cluster.wait_ready("llm")
     cluster.wait_ready("eval")
     cid = _campaign(cluster, evals=12, parallel=2,
-                    mutator={"kind": "llm", "base_url": base_url, "models": [{"name": "perturb"}]})
+                    mutator={"kind": "llm", "endpoint": "perturb", "models": [{"name": "perturb"}]})
     wait_for(lambda: cluster.state(cid).evaluations >= 1, 60, what="the seed evaluation")
     time.sleep(6)  # nothing listens on the port yet: LLM calls fail and back off meanwhile
     before = cluster.state(cid).evaluations

@@ -224,8 +224,8 @@
       max_tokens: intField("f-reply-tokens", errors, "Max tokens per reply"),
       diff_mode: document.getElementById("f-diff").checked,
     };
-    const url = document.getElementById("f-base-url").value.trim();
-    if (url) mutator.base_url = url;                  // checked by the server (http:// or https://)
+    const endpoint = document.getElementById("f-endpoint").value;
+    if (endpoint) mutator.endpoint = endpoint;        // none: the server says which exist
     const models = parseModels(document.getElementById("f-models").value);
     if (models.length) mutator.models = models;
     body.mutator = mutator;
@@ -233,6 +233,36 @@
     if (tokens !== null) body.budget.max_tokens = tokens;
     const cost = numField("f-max-cost", errors, "Max cost (budget)", true);
     if (cost !== null) body.budget.max_cost_usd = cost;
+  }
+
+  /* The operator's LLM endpoints (names and allowed models; URLs and keys stay on the server). */
+  let endpoints = [];
+
+  function showEndpoint() {
+    const ep = endpoints.find((e) => e.name === document.getElementById("f-endpoint").value);
+    const hint = document.getElementById("f-endpoint-hint");
+    const models = document.getElementById("f-models");
+    if (!ep) {
+      hint.textContent = endpoints.length ? "" : "The operator has declared no LLM endpoint on this server.";
+      return;
+    }
+    const any = ep.models.includes("*");
+    hint.textContent = any ? "Any model name." : `Allowed models: ${ep.models.join(", ")}`;
+    models.placeholder = any ? "model-a:2, model-b" : ep.models.slice(0, 2).join(", ");
+  }
+
+  async function loadEndpoints() {
+    const sel = document.getElementById("f-endpoint");
+    try {
+      endpoints = (await api("/api/v1/endpoints")).endpoints;
+    } catch (err) {
+      endpoints = [];
+      document.getElementById("f-endpoint-hint").textContent = `Endpoints could not be loaded: ${err.message}`;
+    }
+    sel.textContent = "";
+    if (!endpoints.length) sel.append(h("option", { value: "" }, "No endpoints configured"));
+    for (const e of endpoints) sel.append(h("option", { value: e.name }, e.name));
+    showEndpoint();
   }
 
   function toggleMutator() {
@@ -298,14 +328,13 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("f-task").addEventListener("change", renderParams);
-    // Set here: the page shells carry no http:// text at all (a test guards against remote assets).
-    document.getElementById("f-base-url").placeholder = "http://127.0.0.1:8000/v1";
     document.getElementById("f-mutator").addEventListener("change", toggleMutator);
+    document.getElementById("f-endpoint").addEventListener("change", showEndpoint);
     toggleMutator();   // a restored form (back button) keeps its choice
     document.getElementById("new-campaign").addEventListener("submit", submit);
     document.getElementById("jump-new").addEventListener("click", () => setTimeout(() => document.getElementById("f-task").focus(), 0));
     // The list first, so that a key prompt (if any) comes once; no key, no tasks either.
-    if (await refresh()) loadTasks();
+    if (await refresh()) { loadTasks(); loadEndpoints(); }
     else showFormError(["An API key is needed to create campaigns."]);
   });
 })();
