@@ -146,7 +146,12 @@ class EliteCell(Base):
 
 
 class EvalCache(Base):
-    """(task key, code or functional hash) -> the evaluation that answered it first."""
+    """(task key, kind, scoped hash) -> the evaluation that answered it first.
+
+    `hash` is `evolution.hashing.cache_key(scope, kind, raw)`: the run hash (exact source + seed)
+    or the functional hash, within one tenant scope (a project, open mode, or the operator's
+    shared scope: db/store.py `cache_scope`). A lookup in one project can never match another's
+    rows, and rows keyed before v2 (normalised code, one global scope) never match at all."""
 
     __tablename__ = "eval_cache"
     task_key: Mapped[str] = mapped_column(String(120), primary_key=True)

@@ -51,9 +51,8 @@ def parse_cell_key(key: str) -> Cell:
 
 def code_size_feature(code: str) -> float:
     """Program size as the length of its normalised text (comments, docstrings and formatting do
-    not count). It reuses the parse that `code_hash` already made (normalize_code is cached), so
-    placing a program costs no second parse. Text that does not parse counts whitespace-separated
-    tokens instead."""
+    not count). normalize_code is cached, so the novelty gate and placement share one parse.
+    Text that does not parse counts whitespace-separated tokens instead."""
     norm = normalize_code(code)
     if norm.startswith(UNPARSABLE):
         return float(len(code.split()))

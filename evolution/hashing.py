@@ -1,10 +1,22 @@
-"""Code and functional hashing: when are two programs "the same"?
+"""Code and functional hashing: when may two evaluations share a cached result?
 
-- `code_hash`: the same program text up to comments, docstrings and formatting. The code is
-  parsed and printed back with `ast.unparse`; text that does not parse falls back to a
-  whitespace-normalised form (so it still gets a stable, distinct hash).
-- `functional_hash`: the same outputs on a task's probe inputs. Outputs are canonicalised
-  (`canonicalize`) and hashed together with the task key (task name + params + version).
+A cache hit must never change a program's score from what it scores alone, so both hashes are
+exact where "close" would be unsound:
+
+- `code_hash`: sha256 of the exact source. A program can observe its own text at run time
+  (`__doc__`, `inspect.getsource`, reading its file, tracebacks, line numbers), so docstrings,
+  comments and formatting are part of its identity. `run_hash` adds the seed that the sandbox
+  gives the candidate's RNGs: the code cache's key.
+- `functional_hash`: the exact outputs on a task's probe inputs (`canonicalize(..., exact=True)`:
+  floats bit for bit, array dtypes, dict order), hashed with the task key. It determines the
+  score only when the probe's outputs are everything that is scored; the evaluator decides that
+  (evaluators/pipeline.py `functional_reuse`).
+- `cache_key`: the key a cache row is stored under: one of the two hashes, its kind and the
+  tenant scope (a project, open mode, or the operator's shared scope), so one project's entries
+  never answer another's lookups.
+- `normalize_code` / `normalized_hash` (no comments, docstrings or formatting) are for similarity
+  only: the novelty gate, the AST mutator's "did anything change", the code-size feature,
+  inspiration dedupe. Never for cache identity.
 
 `canonicalize` is injective on purpose: every non-JSON-native value is wrapped in a one-key
 tag object (`{"__float__": "NaN"}`, `{"__ndarray__": {...}}`, `{"__dict__": [[k, v], ...]}`), and
@@ -65,11 +77,12 @@ UNPARSABLE = "# unparsable\n"
 
 @functools.lru_cache(maxsize=512)
 def normalize_code(code: str) -> str:
-    """Canonical text of a program: no comments, no docstrings, `ast.unparse` formatting.
+    """Canonical text of a program: no comments, no docstrings, `ast.unparse` formatting (for
+    similarity only: a program can read what this drops, so it never decides a cache hit).
 
     Code that does not parse is returned whitespace-normalised (trailing spaces and blank lines
     dropped, line endings unified), prefixed with a marker so it never equals parsable code.
-    Results are cached (parsing and unparsing dominate the cost; a step hashes a program twice).
+    Results are cached (parsing and unparsing dominate the cost).
     """
     try:
         tree = ast.parse(code)
@@ -79,10 +92,36 @@ def normalize_code(code: str) -> str:
         return UNPARSABLE + _whitespace_normalised(code)
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @functools.lru_cache(maxsize=2048)
 def code_hash(code: str) -> str:
-    """sha256 hex of the normalised code."""
-    return hashlib.sha256(normalize_code(code).encode("utf-8", "surrogatepass")).hexdigest()
+    """sha256 hex of the exact source: everything a program can read about itself counts."""
+    return _sha256(code)
+
+
+@functools.lru_cache(maxsize=2048)
+def normalized_hash(code: str) -> str:
+    """sha256 hex of `normalize_code`: programs that read the same to a person (e.g. inspirations
+    shown once in a prompt). Never a cache key: the programs may still behave differently."""
+    return _sha256(normalize_code(code))
+
+
+def run_hash(code: str, seed: int) -> str:
+    """sha256 hex of the exact source and the seed of the candidate's RNGs (the code cache's key:
+    the same source under another seed is another run)."""
+    return _sha256(f"seed={int(seed)}\n{code}")
+
+
+CACHE_KEY_VERSION = "evoforge-cache-v2"  # v1 rows (normalised code, one global scope) never match
+
+
+def cache_key(scope: str, kind: str, raw_hash: str) -> str:
+    """The hash a cache row is stored under: `raw_hash` (a run or functional hash) within one
+    tenant scope (e.g. "project:7", "open", "shared") and kind ("code", "functional")."""
+    return _sha256(_json([CACHE_KEY_VERSION, scope, kind, raw_hash]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +155,8 @@ def _json(value: Any) -> str:
 
 
 def canonicalize(value: Any) -> Any:
-    """A canonical, JSON-serialisable form of plain output data.
+    """A canonical, JSON-serialisable form of plain output data, rounded: for comparing
+    behaviour approximately, never for cache identity (that is `exact_form`'s job).
 
     - bools stay bools and ints stay ints (numpy scalars become Python ones); ints and floats
       are different types (`2` and `2.0` differ), which can only cost a cache hit, never fake one;
@@ -157,7 +197,35 @@ def canonical_json(value: Any) -> str:
     return _json(canonicalize(value))
 
 
+def exact_form(value: Any) -> Any:
+    """A JSON-serialisable form of plain output data that merges nothing a scorer could tell
+    apart (unlike `canonicalize`): floats bit for bit (`float.hex`, so -0.0 != 0.0 and 1e-12
+    matters), numpy scalar and array dtypes, dict insertion order. Tags as in `canonicalize`.
+    Lists and tuples both become lists (the sandbox channel does not keep the difference)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, np.generic):  # before float/int: np.float64 is a float subclass
+        return {"__np__": [value.dtype.str, exact_form(value.item())]}
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return {"__float__": value.hex()}
+    if isinstance(value, complex):
+        return {"__complex__": [value.real.hex(), value.imag.hex()]}
+    if isinstance(value, (bytes, bytearray)):
+        return {"__bytes__": bytes(value).hex()}
+    if isinstance(value, np.ndarray):
+        flat = value.ravel().tolist() if value.dtype.kind in "biufc" else list(value.ravel())
+        return {"__ndarray__": {"dtype": value.dtype.str, "shape": list(value.shape),
+                                "values": [exact_form(v) for v in flat]}}
+    if isinstance(value, (list, tuple)):
+        return [exact_form(v) for v in value]
+    if isinstance(value, dict):
+        return {"__dict__": [[exact_form(k), exact_form(v)] for k, v in value.items()]}
+    raise TypeError(f"cannot canonicalise output of type {type(value).__name__}")
+
+
 def functional_hash(task_key: str, outputs: list) -> str:
-    """sha256 hex of the task key and the canonical outputs on the probe inputs."""
-    blob = _json({"task": task_key, "outputs": canonicalize(list(outputs))})
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+    """sha256 hex of the task key and the exact outputs on the probe inputs (`exact_form`):
+    equal hashes mean equal data, so a trusted scorer gives both programs the same result."""
+    return _sha256(_json({"task": task_key, "outputs": exact_form(list(outputs))}))

@@ -22,7 +22,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from evolution.hashing import code_hash
+from evolution.hashing import normalized_hash
 from evolution.step import Selection
 from evolution.types import ProgramRef
 
@@ -111,12 +111,12 @@ def select_inspirations(parent: ProgramRef | None, island_elites: list[ProgramRe
                         ) -> tuple[list[ProgramRef], list[ProgramRef]]:
     """(inspirations, island top). Inspirations = island top-k + `diverse` others, deduplicated."""
     seen_ids = {parent.id} if parent is not None else set()
-    seen_code = {code_hash(parent.code)} if parent is not None else set()
+    seen_code = {normalized_hash(parent.code)} if parent is not None else set()
 
     def fresh(ref: ProgramRef) -> bool:
         if ref.id in seen_ids:
             return False
-        h = code_hash(ref.code)
+        h = normalized_hash(ref.code)
         if h in seen_code:
             return False
         seen_ids.add(ref.id)

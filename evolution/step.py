@@ -1,6 +1,6 @@
 """One iteration of evolution, written against protocols.
 
-    select -> mutate -> dedupe (code hash) -> probe (functional hash) -> evaluate -> commit
+    select -> mutate -> dedupe (run hash) -> probe (functional hash) -> evaluate -> commit
 
 The embedded executor and the Celery workers both call `run_iteration`; only the objects passed
 in differ (a SQLite or PostgreSQL store, a fork-server or container sandbox, a local or LLM
@@ -43,6 +43,8 @@ class Child:
     result: EvalResult
     cache: str = CACHE_MISS             # miss, code or functional
     cache_source_id: int | None = None  # the evaluation reused on a cache hit
+    run_hash: str | None = None         # code-cache key: exact source + seed (hashing.run_hash)
+    functional_reuse: bool = False      # the functional hash determines the score: cache it
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ class Store(Protocol):
     """Campaign state as the step sees it (implemented in db/ for SQLite and PostgreSQL)."""
 
     def select(self, island: int, rng: random.Random) -> Selection: ...
-    def lookup(self, *, code_hash: str | None = None,
-               functional_hash: str | None = None) -> tuple[int, EvalResult] | None: ...
+    def lookup(self, *, run_hash: str | None = None,
+               functional_hash: str | None = None) -> tuple[int | None, EvalResult] | None:
+        """The cached (evaluation id or None, result) of this campaign's cache scope."""
+        ...
     def commit(self, child: Child) -> Committed: ...
     def near_duplicate(self, island: int, code: str) -> str | None:
         """Why `code` is too close to a program already on the island, or None (novelty gate)."""
@@ -71,7 +75,14 @@ class Mutator(Protocol):
 
 
 class Evaluator(Protocol):
-    """Runs a program in a sandbox and scores it with trusted code."""
+    """Runs a program in a sandbox and scores it with trusted code.
+
+    `functional_reuse` is True only when the probe's outputs are everything that is scored (every
+    stage's inputs equal the probe's): then equal functional hashes mean equal scores. Otherwise
+    a candidate could behave on the probe and differently on the scored inputs.
+    """
+
+    functional_reuse: bool
 
     def probe(self, code: str, seed: int) -> ProbeResult: ...
     def evaluate(self, code: str, seed: int, probe: ProbeResult) -> EvalResult: ...
@@ -82,18 +93,25 @@ def iteration_rng(seed: int, iteration: int) -> random.Random:
     return random.Random(f"evoforge:{seed}:{iteration}")
 
 
+def functional_reuse(evaluator: Evaluator) -> bool:
+    """Whether the evaluator's functional hash may answer for a score (False when unsure)."""
+    return getattr(evaluator, "functional_reuse", False) is True
+
+
 def evaluate_code(code: str, *, store: Store, evaluator: Evaluator, seed: int
                   ) -> tuple[EvalResult, str, int | None]:
-    """Dedupe by code hash, then by functional hash, then evaluate. Returns (result, cache, source)."""
-    hit = store.lookup(code_hash=hashing.code_hash(code))
+    """Dedupe by run hash (exact source + seed), then by functional hash where that is sound,
+    then evaluate. Returns (result, cache, source evaluation id)."""
+    hit = store.lookup(run_hash=hashing.run_hash(code, seed))
     if hit is not None:
         return hit[1], CACHE_CODE, hit[0]
     probe = evaluator.probe(code, seed)
     if probe.failure is not None:
         return probe.failure, CACHE_MISS, None
-    hit = store.lookup(functional_hash=probe.functional_hash)
-    if hit is not None:
-        return hit[1], CACHE_FUNCTIONAL, hit[0]
+    if functional_reuse(evaluator):
+        hit = store.lookup(functional_hash=probe.functional_hash)
+        if hit is not None:
+            return hit[1], CACHE_FUNCTIONAL, hit[0]
     return evaluator.evaluate(code, seed, probe), CACHE_MISS, None
 
 
@@ -127,6 +145,8 @@ def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator
         generation=(parent.generation + 1) if parent else 0,
         code=code, code_hash=hashing.code_hash(code) if code is not None else None,
         mutation=mutation, result=result, cache=cache, cache_source_id=source,
+        run_hash=hashing.run_hash(code, seed) if code is not None else None,
+        functional_reuse=functional_reuse(evaluator),
     )
     committed = store.commit(child)
     observe = getattr(mutator, "observe", None)  # e.g. the LLM ensemble's bandit

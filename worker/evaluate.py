@@ -1,7 +1,8 @@
 """Evaluate one program outside any campaign (`evoforge eval`, `POST /evaluations`).
 
-Ad-hoc evaluations are stored like any other, in one bookkeeping campaign per task key, so they
-share the evaluation cache with every campaign of the same task key.
+Ad-hoc evaluations are stored like any other, in one bookkeeping campaign per task key and
+project, so they share the evaluation cache with the project's campaigns of the same task key
+(and no other project's, unless the operator opted in: worker/cache_policy.py).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from evaluators.base import task_key
 from evaluators.pipeline import CascadeEvaluator
 from evolution import hashing
 from evolution.program import syntax_check
-from evolution.step import Child, evaluate_code
+from evolution.step import Child, evaluate_code, functional_reuse
 from evolution.types import REJECTED, EvalResult, Mutation
+from worker.cache_policy import shares_cache
 from worker.campaigns import create_campaign
 from worker.runtime import shared_sandbox
 from worker.spec import CampaignSpec
@@ -44,22 +46,25 @@ def evaluate_program(sessions: sessionmaker[Session], task: Any, params: Any, co
                      sandbox: Any | None = None, seed: int = 0,
                      project_id: int | None = None) -> dict[str, Any]:
     cid = adhoc_campaign(sessions, task, params, project_id)
-    store = CampaignStore(sessions, cid)
+    store = CampaignStore(sessions, cid, shared_cache=shares_cache(task))
     with sessions.begin() as s:
         it = s.execute(update(Campaign).where(Campaign.id == cid)
                        .values(iterations_reserved=Campaign.iterations_reserved + 1)
                        .returning(Campaign.iterations_reserved)).scalar_one() - 1
-    error = syntax_check(code)
+    error, reuse = syntax_check(code), False
     if error:
         result, cache, source = EvalResult(status=REJECTED, score=None,
                                            artifacts={"reason": error}), "miss", None
     else:
         evaluator = CascadeEvaluator(task, params, sandbox or shared_sandbox("fork"))
         result, cache, source = evaluate_code(code, store=store, evaluator=evaluator, seed=seed)
+        reuse = functional_reuse(evaluator)
     code_hash = hashing.code_hash(code)
     committed = store.commit(Child(iteration=it, island=0, parent_id=None, generation=0, code=code,
                                    code_hash=code_hash, mutation=Mutation(code=code, kind="eval"),
-                                   result=result, cache=cache, cache_source_id=source))
+                                   result=result, cache=cache, cache_source_id=source,
+                                   run_hash=hashing.run_hash(code, seed), functional_reuse=reuse))
+    result = committed.result  # as stored: cleaned (evolution/sanitize.py)
     return {
         "status": result.status, "score": result.score, "metrics": result.metrics,
         "features": result.features, "code_hash": code_hash,

@@ -60,12 +60,18 @@ def test_eval_cache_code_and_functional(tmp_path, home):
     assert first["status"] == "ok" and first["cache"] == "miss"
     assert 1.5 < first["score"] < 2.7 and first["functional_hash"]
 
-    # Reformatted, with comments and a docstring changed: the same normalised code.
-    reformatted = SEED.replace("    margin = 0.1\n", "    margin = (0.1)  # the border\n")
-    reformatted = reformatted.replace('"""Centers on a staggered grid', '"""Other words')
-    again = last_json(cli("eval", "circle_packing", write(tmp_path, "b.py", reformatted), "--json", home=home))
+    # The exact same text: a code-hash hit.
+    again = last_json(cli("eval", "circle_packing", write(tmp_path, "a2.py", SEED), "--json", home=home))
     assert again["cache"] == "code" and again["functional_hash"] == first["functional_hash"]
     assert again["score"] == first["score"]
+
+    # Reformatted, with comments and a docstring changed: another code hash (a program can read
+    # its own docstring and source), but the same outputs: a functional-hash hit.
+    reformatted = SEED.replace("    margin = 0.1\n", "    margin = (0.1)  # the border\n")
+    reformatted = reformatted.replace('"""Centers on a staggered grid', '"""Other words')
+    same = last_json(cli("eval", "circle_packing", write(tmp_path, "b.py", reformatted), "--json", home=home))
+    assert same["code_hash"] != first["code_hash"]
+    assert same["cache"] == "functional" and same["score"] == first["score"]
 
     # Other names, same outputs: a functional-hash hit with no full evaluation.
     renamed = re.sub(r"\bradii\b", "rr", SEED).replace("stagger", "offset_frac")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from evolution.hashing import (canonical_json, canonicalize, code_hash, functional_hash,
-                               normalize_code)
+from evolution.hashing import (cache_key, canonical_json, canonicalize, code_hash, exact_form,
+                               functional_hash, normalize_code, run_hash)
 
 PROGRAM = '''"""Module docstring."""
 import numpy as np
@@ -25,9 +25,45 @@ def pack(n):
 '''
 
 
-def test_reformatting_comments_docstrings_do_not_change_code_hash():
-    assert code_hash(PROGRAM) == code_hash(REFORMATTED)
+def test_normalised_code_ignores_reformatting_comments_docstrings():
+    # For similarity (novelty gate, AST mutator, code size) only: never for cache identity.
     assert normalize_code(PROGRAM) == normalize_code(REFORMATTED)
+
+
+@pytest.mark.parametrize("variant", [
+    PROGRAM.replace("Pack n circles.", "Pack n circles!"),      # __doc__ differs
+    PROGRAM.replace("# centres", "# centers"),                  # inspect.getsource differs
+    PROGRAM.replace("import numpy as np\n", "import numpy as np\n\n"),  # line numbers differ
+    PROGRAM.replace("    return", "    return "),              # the source text differs
+    REFORMATTED,
+    PROGRAM.replace("\n", "\r\n"),                               # the file's bytes differ
+])
+def test_anything_a_program_can_observe_changes_code_hash(variant):
+    # Changed from "docstrings and comments are ignored": a program can read them at run time
+    # (__doc__, inspect.getsource, its own file, traceback lines), so only the exact source
+    # may share a code-cache entry.
+    assert variant != PROGRAM
+    assert code_hash(variant) != code_hash(PROGRAM)
+    assert code_hash(PROGRAM) == code_hash(str(PROGRAM))
+
+
+def test_run_hash_covers_the_seed_of_the_candidates_rngs():
+    assert run_hash(PROGRAM, 0) == run_hash(PROGRAM, 0)
+    assert run_hash(PROGRAM, 0) != run_hash(PROGRAM, 1)
+    assert run_hash(PROGRAM, 0) != run_hash(PROGRAM.replace("0.5", "0.6"), 0)
+    assert run_hash(PROGRAM, 0) != code_hash(PROGRAM)
+    # The seed prefix is self-delimiting: seed 1 + "2..." is not seed 12 + "...".
+    assert run_hash("2\nx = 1", 1) != run_hash("x = 1", 12)
+
+
+def test_cache_key_separates_scopes_and_kinds():
+    h = code_hash(PROGRAM)
+    keys = {cache_key(scope, kind, h) for scope in ("project:1", "project:2", "open", "shared")
+            for kind in ("code", "functional")}
+    assert len(keys) == 8
+    assert h not in keys                                  # v1 rows (raw hashes) never match
+    assert cache_key("project:1", "code", h) == cache_key("project:1", "code", h)
+    assert cache_key("project:1", "code", h) != cache_key("project:11", "code", h)
 
 
 def test_changed_constant_changes_code_hash():
@@ -47,17 +83,38 @@ def test_docstring_only_body_keeps_valid_code():
 def test_unparsable_code_falls_back_to_whitespace_normalisation():
     a = "def f(:\n    return 1   \n\n"
     b = "def f(:\r\n    return 1\n"
-    assert code_hash(a) == code_hash(b)
-    assert code_hash(a) != code_hash("def f(:\n    return 2\n")
+    assert normalize_code(a) == normalize_code(b)
+    assert normalize_code(a) != normalize_code("def f(:\n    return 2\n")
     assert normalize_code(a).startswith("# unparsable")
+    assert code_hash(a) != code_hash(b)               # the code hash is of the exact text
 
 
-def test_functional_hash_rounds_to_10_significant_digits():
+def test_functional_hash_is_exact():
+    # Changed from "rounds to 10 significant digits": a radius 1e-12 too large is an invalid
+    # packing (zero tolerance), so outputs that differ at all must not share a cached score.
     k = "circle_packing@1:abc"
-    assert functional_hash(k, [1.0000000000001]) == functional_hash(k, [1.0])
-    assert functional_hash(k, [1.0001]) != functional_hash(k, [1.0])
-    assert functional_hash(k, [np.array([1.0000000000001, 2.0])]) == \
+    assert functional_hash(k, [1.0000000000001]) != functional_hash(k, [1.0])
+    assert functional_hash(k, [np.array([1.0000000000001, 2.0])]) != \
         functional_hash(k, [np.array([1.0, 2.0])])
+    assert functional_hash(k, [-0.0]) != functional_hash(k, [0.0])
+    assert functional_hash(k, [np.zeros(3, np.float32)]) != functional_hash(k, [np.zeros(3)])
+    assert functional_hash(k, [np.arange(3, dtype=np.uint8)]) != functional_hash(k, [np.arange(3)])
+    assert functional_hash(k, [np.float32(0.5)]) != functional_hash(k, [0.5])
+    assert functional_hash(k, [1]) != functional_hash(k, [1.0]) != functional_hash(k, [True])
+    # A scorer may iterate a dict in order (a float sum depends on it): the order is kept.
+    assert functional_hash(k, [{"a": 0.1, "b": 0.2}]) != functional_hash(k, [{"b": 0.2, "a": 0.1}])
+    assert functional_hash(k, [float("nan")]) == functional_hash(k, [float("nan")])
+    assert functional_hash(k, [[1.0, 2.0]]) == functional_hash(k, [(1.0, 2.0)])
+
+
+def test_exact_form_cannot_be_imitated_by_plain_data():
+    arr = np.array([1.0, 2.0])
+    fake = exact_form(arr)  # a dict that spells the array's tagged form
+    assert exact_form(fake) != exact_form(arr)
+    assert exact_form({"__float__": (1.0).hex()}) != exact_form(1.0)
+    assert exact_form(["0x1.0000000000000p+0"]) != exact_form([1.0])
+    with pytest.raises(TypeError):
+        exact_form({1, 2})
 
 
 def test_functional_hash_depends_on_task_key():
@@ -145,3 +202,9 @@ def test_rounding_is_a_fixed_point(x):
 @given(st.lists(finite, max_size=10))
 def test_list_tuple_and_array_of_python_floats(xs):
     assert functional_hash("k", [xs]) == functional_hash("k", [tuple(xs)])
+
+
+@given(plain)
+def test_functional_hash_is_equal_exactly_for_equal_data(value):
+    import copy
+    assert functional_hash("k", [value]) == functional_hash("k", [copy.deepcopy(value)])
