@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -13,6 +14,10 @@ from db.models import Campaign
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
+# Label values come from closed sets, whatever a client sends: a junk method (any token is a
+# valid HTTP method) or path must not add a time series, or /metrics grows without bound.
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+STATUS_CODES = frozenset(str(s.value) for s in HTTPStatus)
 
 
 class CampaignCollector:
@@ -60,7 +65,8 @@ class Metrics:
 
 
 class LatencyMiddleware:
-    """Pure ASGI (streams pass through untouched); labels by route template, not raw path."""
+    """Pure ASGI (streams pass through untouched); labels by route template, not raw path, and
+    folds unknown methods and status codes into "other" (unmatched paths are "unmatched")."""
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -80,8 +86,10 @@ class LatencyMiddleware:
                     path = "unmatched"
                 elif scope["path"].startswith("/api/v1") and not path.startswith("/api/v1"):
                     path = "/api/v1" + path  # routers keep their own paths; label the full one
-                self.metrics.latency.labels(scope["method"], path, str(status["code"])).observe(
-                    time.perf_counter() - start)
+                method = scope["method"] if scope["method"] in METHODS else "other"
+                code = str(status["code"])
+                code = code if code in STATUS_CODES else "other"
+                self.metrics.latency.labels(method, path, code).observe(time.perf_counter() - start)
             await send(message)
 
         await self.app(scope, receive, _send)

@@ -78,8 +78,8 @@ def measure(url: str, cid: int, runs: int) -> list[dict[str, float]]:
             ctx = browser.new_context(viewport={"width": 1280, "height": 900})
             page = ctx.new_page()
             page.goto(f"{url}/campaigns/{cid}")
-            page.wait_for_function("Number(document.querySelector('#heatmaps').dataset.rendered) > 0")
-            page.wait_for_function("Number(document.querySelector('#history-plot').dataset.rendered) > 0",
+            page.wait_for_function("() => Number(document.querySelector('#heatmaps').dataset.rendered) > 0")
+            page.wait_for_function("() => Number(document.querySelector('#history-plot').dataset.rendered) > 0",
                                    timeout=30_000)
             plot = page.evaluate("performance.now()")
             fcp = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")

@@ -24,7 +24,8 @@ _DIR = Path(tempfile.mkdtemp(prefix="evoforge-schemathesis-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # built at import, so not a fixture
 DB_URL = f"sqlite:///{_DIR / 'st.db'}"
 upgrade(DB_URL)
-APP = create_app(DB_URL, broker_url="", execute=False)
+APP = create_app(DB_URL, broker_url="", execute=False,
+                 allowed_hosts=["testserver"])   # the in-process client's Host (api/guards.py)
 KEY, PROJECT_ID = create_key(session_factory(DB_URL), "schemathesis")
 
 

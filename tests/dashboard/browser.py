@@ -91,12 +91,23 @@ def chromium():
             browser.close()
 
 
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (e) =>
+  console.error(`CSP violation: ${e.effectiveDirective} blocked ${e.blockedURI || "inline"}` +
+                ` at ${e.sourceFile || ""}:${e.lineNumber}`));"""
+
+
 class ConsoleWatch:
-    """Collects console errors and uncaught page errors of a page."""
+    """Collects console errors, uncaught page errors and Content-Security-Policy violations
+    (reported by the page's `securitypolicyviolation` events) of a page."""
 
     def __init__(self, page):
         self.errors: list[str] = []
+        page.add_init_script(CSP_REPORTER)
         page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}")
                 if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    @property
+    def csp_violations(self) -> list[str]:
+        return [e for e in self.errors if "CSP violation" in e]
 

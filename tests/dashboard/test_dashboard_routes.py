@@ -48,7 +48,7 @@ def client(db_url):
     from db.engine import session_factory
 
     app = create_app(db_url, broker_url="", open_mode=True, execute=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server serves
         c.sessions = session_factory(db_url)
         yield c
 
@@ -131,7 +131,7 @@ def test_data_endpoints_use_the_api_keys(db_url):
     key_a, _ = create_key(sessions, "a")
     key_b, _ = create_key(sessions, "b")
     app = create_app(db_url, broker_url="", execute=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server serves
         assert c.get("/").status_code == 200                       # pages hold no data: no key
         created = c.post("/api/v1/campaigns", json={"task": "circle_packing", "budget": {"max_evaluations": 5}},
                          headers={"Authorization": f"Bearer {key_a}"})
