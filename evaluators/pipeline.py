@@ -3,6 +3,17 @@
 The candidate runs only inside the sandbox; its returned data comes back as plain values and is
 judged here, by the task's trusted `score()`. A stage whose inputs equal the probe's inputs
 reuses the probe's outputs instead of running again.
+
+`functional_reuse`: only when every stage's inputs equal the probe's is the score a function of
+the probe's outputs alone, so only then may an equal functional hash answer for the score.
+Where the probe is a cheap subset (alpha_factors, optimizer, multi-stage OpenEvolve problems) a
+candidate could behave on the probe and differently on what is scored.
+
+Artifacts have two owners. EvoForge writes the top-level keys (`stage`, `reason`, `stderr`,
+`stdout` as the sandbox captured them, `cascade_stopped_at`, ...). What a task's `score()`
+reports (an OpenEvolve evaluator's artifacts, which its uploaded, untrusted code chooses) lives
+under `artifacts["evaluator"]`, so an artifact named `stderr` or `reason` can never replace
+what the sandbox captured or why EvoForge failed a program.
 """
 from __future__ import annotations
 
@@ -11,12 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evaluators.base import Resources, Stage, Task, task_key
+from evaluators.base import FINGERPRINT_KEY, Resources, Stage, Task, task_key
 from evaluators.devices import DeviceUnavailable, resolve_device
 from evolution import hashing
 from evolution.types import ERROR, INVALID, OK, EvalResult, ProbeResult
 
 TAIL_CHARS = 2000
+EVALUATOR = "evaluator"  # the artifacts key under which a task's own artifacts are kept
 
 
 def _tail(text: str, n: int = TAIL_CHARS) -> str:
@@ -34,12 +46,30 @@ def run_artifacts(run: Any, stage: str) -> dict[str, Any]:
     return art
 
 
+def captured(run: Any) -> dict[str, Any]:
+    """What EvoForge keeps of a successful run's output: the tail of its stderr."""
+    return {"stderr": _tail(run.stderr)} if run.stderr else {}
+
+
+def add_task_artifacts(artifacts: dict[str, Any], reported: dict[str, Any], task: Task) -> None:
+    """Merge one stage's task-reported artifacts into `artifacts["evaluator"]` (later stages
+    win, as in OpenEvolve). Only the fingerprint of a task with `relative_features` goes to the
+    top level, where the store reads it."""
+    reported = dict(reported or {})
+    if hasattr(task, "relative_features") and FINGERPRINT_KEY in reported:
+        artifacts[FINGERPRINT_KEY] = reported.pop(FINGERPRINT_KEY)
+    if reported:
+        artifacts[EVALUATOR] = {**artifacts.get(EVALUATOR, {}), **reported}
+
+
 class CascadeEvaluator:
     def __init__(self, task: Task, params: BaseModel, sandbox: Any):
         self.task, self.params, self.sandbox = task, params, sandbox
         self.key = task_key(task, params)
         self.stages: list[Stage] = task.stages(params)
         self.probe_inputs = task.probe(params)
+        self.functional_reuse = bool(self.stages) and all(
+            stage.inputs == self.probe_inputs for stage in self.stages)
         self.resources = getattr(task, "resources", Resources())
 
     def _run(self, code: str, inputs: list[dict[str, Any]], seed: int, timeout_s: float,
@@ -66,7 +96,8 @@ class CascadeEvaluator:
                                                         artifacts=run_artifacts(run, "probe"),
                                                         duration_s=took), duration_s=took)
         fh = hashing.functional_hash(self.key, run.outputs)
-        return ProbeResult(fh, duration_s=took, inputs=self.probe_inputs, outputs=run.outputs)
+        return ProbeResult(fh, duration_s=took, inputs=self.probe_inputs, outputs=run.outputs,
+                           artifacts=captured(run))
 
     def evaluate(self, code: str, seed: int, probe: ProbeResult) -> EvalResult:
         total_s = probe.duration_s
@@ -76,6 +107,7 @@ class CascadeEvaluator:
         for stage in self.stages:
             if stage.inputs == probe.inputs:
                 outputs = probe.outputs
+                artifacts.update(probe.artifacts)
             else:
                 t0 = time.perf_counter()
                 run = self._run(code, stage.inputs, seed, stage.timeout_s, stage.memory_mb)
@@ -85,8 +117,7 @@ class CascadeEvaluator:
                                       artifacts=run_artifacts(run, stage.name), duration_s=total_s,
                                       functional_hash=probe.functional_hash)
                 outputs = run.outputs
-                if run.stderr:
-                    artifacts["stderr"] = _tail(run.stderr)
+                artifacts.update(captured(run))
             try:
                 result = self.task.score(self.params, stage, outputs)
             except Exception as exc:  # a scoring bug on hostile data is still a recorded failure
@@ -94,7 +125,7 @@ class CascadeEvaluator:
                                   artifacts={"stage": stage.name, "reason": f"scorer raised {exc!r}"[:500]},
                                   duration_s=total_s, functional_hash=probe.functional_hash)
             metrics.update(result.metrics)
-            artifacts.update(result.artifacts)
+            add_task_artifacts(artifacts, result.artifacts, self.task)
             if not result.valid:
                 return EvalResult(status=INVALID, score=result.combined_score, metrics=metrics,
                                   features=result.features,

@@ -201,6 +201,12 @@ def _parent_status(p: ProgramRef, config: PromptConfig) -> str:
 
 
 def _artifacts(arts: dict[str, Any], cap: int) -> str:
+    # The evaluator's own artifacts (evaluators/pipeline.py keeps them under "evaluator") are
+    # shown as "evaluator.<name>": the model sees both, and which is which.
+    nested = arts.get("evaluator")
+    if isinstance(nested, dict):
+        arts = {**{k: v for k, v in arts.items() if k != "evaluator"},
+                **{f"evaluator.{k}": v for k, v in nested.items()}}
     first = ("reason", "stage", "edit_errors", "stderr", "traceback", "stdout")
     keys = [k for k in first if k in arts] + sorted(k for k in arts if k not in first)
     out, total = [], 0
@@ -214,7 +220,7 @@ def _artifacts(arts: dict[str, Any], cap: int) -> str:
             text = json.dumps(v, default=str, sort_keys=True)
         else:
             text = str(v)
-        tail = k in ("stderr", "stdout", "traceback")
+        tail = k.removeprefix("evaluator.") in ("stderr", "stdout", "traceback")
         text = _clip(text, cap, keep_tail=tail)
         out.append(f"{k}:\n{text}" if "\n" in text else f"{k}: {text}")
         total += len(text)

@@ -67,6 +67,7 @@ class ProbeResult:
     duration_s: float = 0.0
     inputs: list[Any] = field(default_factory=list)   # the probe calls ...
     outputs: list[Any] = field(default_factory=list)  # ... and what they returned (reused by stages)
+    artifacts: dict[str, Any] = field(default_factory=dict)  # what the sandbox captured (stderr tail)
 
 
 @dataclass(frozen=True)

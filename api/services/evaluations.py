@@ -6,6 +6,7 @@ from typing import Any
 from api.auth import Principal
 from api.schemas import EvaluationCreate
 from evaluators.base import get_task, parse_params
+from evolution.sanitize import servable
 from worker.campaigns import SpecError
 
 
@@ -24,5 +25,5 @@ def evaluate(sessions, principal: Principal, body: EvaluationCreate) -> dict[str
         params = parse_params(task, body.params)
     except Exception as exc:
         raise SpecError(f"invalid params for task {task.name!r}: {exc}") from None
-    return evaluate_program(sessions, task, params, body.code, sandbox=shared_sandbox("fork"),
-                            seed=body.seed, project_id=principal.project_id)
+    return servable(evaluate_program(sessions, task, params, body.code, sandbox=shared_sandbox("fork"),
+                                     seed=body.seed, project_id=principal.project_id))

@@ -12,6 +12,7 @@ from api.caches import LRU
 from api.services import NotFound, utc
 from api.services.campaigns import get_campaign, scope
 from db.models import Campaign, EliteCell, Evaluation, Program
+from evolution.sanitize import servable
 
 SORTS = {
     "score": (Program.score.desc().nulls_last(), Program.id),
@@ -67,7 +68,7 @@ def elites_versioned(s: Session, principal: Principal, campaign_id: int) -> tupl
     for island, cell, score, program_id, features, updated_at in rows:
         by_island.setdefault(island, []).append(
             {"cell": cell, "score": score, "program_id": program_id,
-             "features": features or {}, "updated_at": utc(updated_at)})
+             "features": servable(features or {}), "updated_at": utc(updated_at)})
     dims = [{k: d[k] for k in ("name", "lo", "hi", "bins")}
             for d in (c.config or {}).get("archive", {}).get("dims", [])]
     out = {"campaign_id": c.id, "dims": dims,
@@ -110,7 +111,8 @@ def list_programs_versioned(s: Session, principal: Principal, campaign_id: int, 
         total = s.scalar(select(func.count()).select_from(Program).where(*where))
         _COUNTS.put(count_key, total)
     rows = s.execute(select(*cols).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset))
-    return _version(c), [{**r._mapping, "created_at": utc(r.created_at)} for r in rows], total
+    # Stored values are served as they are, but never in a form a JSON encoder rejects.
+    return _version(c), [servable({**r._mapping, "created_at": utc(r.created_at)}) for r in rows], total
 
 
 def _scoped_program(s: Session, principal: Principal, program_id: int) -> Program:
@@ -146,7 +148,9 @@ def program_detail(s: Session, principal: Principal, program_id: int) -> dict[st
                    "duration_s": ev.duration_s, "code_hash": ev.code_hash,
                    "functional_hash": ev.functional_hash, "cache": ev.cache,
                    "source_evaluation_id": ev.source_evaluation_id, "created_at": utc(ev.created_at)})
-    return out
+    # Rows stored before values were cleaned (or by other tools) may hold lone surrogates or
+    # NaN: escaped here, so no stored value can make the response fail.
+    return servable(out)
 
 
 def lineage(s: Session, principal: Principal, program_id: int, *, depth: int) -> dict[str, Any]:

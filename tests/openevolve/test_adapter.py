@@ -101,8 +101,9 @@ def test_object_result_metrics_and_artifacts(fork_sandbox):
     # no combined_score: the mean of numeric metrics (bools and strings left out)
     assert r.score == pytest.approx(((7.0 / 3.0) + 3.0) / 2.0)
     assert r.metrics["label"] == "three" and r.metrics["ok"] is True
-    assert r.artifacts["summary"] == "got 3 values"
-    assert r.artifacts["raw"] == "bytes survive as text"
+    # the evaluator's artifacts live in their own namespace (evaluators/pipeline.py)
+    assert r.artifacts["evaluator"]["summary"] == "got 3 values"
+    assert r.artifacts["evaluator"]["raw"] == "bytes survive as text"
 
 
 def test_cascade_stops_below_threshold_and_goes_on_above(fork_sandbox):
