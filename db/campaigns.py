@@ -8,6 +8,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Campaign, Program
+from evolution.sanitize import Sanitizer
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "cancelled", "failed")
@@ -89,8 +90,8 @@ def set_status(sessions: sessionmaker[Session], campaign_id: int, status: str, *
         values["finished_at"] = None
     if status in FINAL:
         values["finished_at"] = now
-    if error:
-        values["error"] = error[:2000]
+    if error:  # exception text may quote a candidate's or an LLM's output: cleaned like them
+        values["error"] = Sanitizer().text(error, "error", max_chars=2000)
     with sessions.begin() as s:
         q = update(Campaign).where(Campaign.id == campaign_id)
         if only_from:

@@ -164,14 +164,15 @@ def refill(campaign_id: int, sessions: sessionmaker[Session] | None = None) -> i
 def enqueue_campaign(campaign_id: int, sessions: sessionmaker[Session] | None = None) -> int:
     """Start (or resume) a campaign on the workers. Called by the API after storing it queued.
 
-    A scheduled campaign without an evaluation budget waits for its first trigger."""
+    A scheduled campaign outside a slice waits, queued, for its next trigger (worker/schedule.py)."""
+    from worker.schedule import hold
+
     sessions = sessions or default_sessions()
     with sessions() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None:
+        if s.get(Campaign, campaign_id) is None:
             raise KeyError(f"campaign {campaign_id} not found")
-        if (c.config or {}).get("schedule") and c.max_evaluations is None:
-            return 0
+    if hold(sessions, campaign_id):
+        return 0
     if not set_status(sessions, campaign_id, "running", only_from=("queued", "paused", "running")):
         return 0
     sent = resend_gaps(sessions, campaign_id)
@@ -344,8 +345,8 @@ class Sweeper:
         for cid, status, evaluations, reserved, max_evals, config in rows:
             try:
                 if status == "queued":
-                    if (config or {}).get("schedule") and max_evals is None:
-                        continue
+                    if (config or {}).get("schedule"):
+                        continue  # it waits for its trigger; `tick` enqueues it then
                     stats["started"] += bool(enqueue_campaign(cid, self.sessions))
                     continue
                 if evaluations < reserved:

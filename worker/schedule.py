@@ -1,10 +1,14 @@
 """Scheduled campaigns and the `evoforge beat` loop.
 
-A campaign whose config has `schedule: {cron, evaluations_per_run}` gets a slice at each cron
-trigger (UTC): its `max_evaluations` grows by `evaluations_per_run` and it is enqueued again, on
-the same archive. Triggers missed while beat was down collapse into one slice. A paused
-campaign's triggers pass without a slice; cancelled and failed campaigns are left alone.
-A scheduled campaign created without `max_evaluations` waits for its first trigger.
+A campaign whose config has `schedule: {cron, evaluations_per_run}` runs only in slices: at each
+cron trigger (UTC) its `max_evaluations` column (the end of the current slice) is set to what it
+has reserved so far plus `evaluations_per_run`, capped by `budget.max_evaluations` (the total,
+when one was asked for), and it is enqueued again, on the same archive. Before its first trigger
+and between slices it waits (`queued`, or `completed` after a slice): `waits_for_trigger` is
+the rule the runners apply before starting it. Triggers missed while beat was down collapse into
+one slice. A paused campaign's triggers pass without a slice; cancelled and failed campaigns are
+left alone. A trigger that would make the project pass its running-campaign quota
+(worker/quotas.py) waits for a later tick.
 
 `Campaign.last_scheduled_at` records the trigger served; it is read under a row lock
 (SELECT .. FOR UPDATE on PostgreSQL), so two beat processes never serve one trigger twice.
@@ -20,11 +24,12 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from croniter import croniter
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import set_status
+from db.campaigns import ACTIVE, set_status
 from db.models import Campaign
+from worker import quotas
 
 log = logging.getLogger(__name__)
 SCHEDULABLE = ("queued", "running", "completed", "paused")
@@ -48,6 +53,35 @@ def due(cron: str, last_run: datetime, now: datetime) -> datetime | None:
             return t
         t = nxt
     return _utc(croniter(cron, now).get_prev(datetime))
+
+
+def waits_for_trigger(c: Campaign) -> bool:
+    """True for a scheduled campaign outside a slice: before its first trigger, or once the
+    slice's evaluations are all done. A runner leaves such a campaign queued."""
+    if not (c.config or {}).get("schedule"):
+        return False
+    if c.last_scheduled_at is None or c.max_evaluations is None:
+        return True
+    return c.evaluations >= c.max_evaluations
+
+
+def hold(sessions: sessionmaker[Session], campaign_id: int) -> bool:
+    """When the campaign waits for a trigger, put it (back) to queued and return True."""
+    with sessions() as s:
+        c = s.get(Campaign, campaign_id)
+        if c is None or not waits_for_trigger(c):
+            return False
+    set_status(sessions, campaign_id, "queued", only_from=("running",))
+    return True
+
+
+def slice_end(c: Campaign, per_run: int) -> int:
+    """The new `max_evaluations` of a trigger: at most `per_run` past what is reserved (or
+    done), never past the total budget asked for."""
+    done = max(c.iterations_reserved, c.evaluations)
+    end = done + max(1, per_run)
+    total = quotas.budget_asked(c.config)
+    return end if total is None else min(end, total)
 
 
 def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
@@ -84,14 +118,24 @@ def _serve(sessions: sessionmaker[Session], cid: int, now: datetime) -> bool:
         t = due(sched["cron"], c.last_scheduled_at or c.created_at, now)
         if t is None:
             return False
-        values = {"last_scheduled_at": t}
-        if c.status != "paused":
-            per_run = int(sched.get("evaluations_per_run") or 100)
-            values["max_evaluations"] = func.coalesce(Campaign.max_evaluations, Campaign.evaluations) + per_run
+        values: dict = {"last_scheduled_at": t}
+        work = c.status != "paused"
+        if work:
+            end = slice_end(c, int(sched.get("evaluations_per_run") or 100))
+            work = end > max(c.iterations_reserved, c.evaluations)  # else: the budget is spent
+            if work and c.status not in ACTIVE and _at_running_quota(s, c):
+                log.info("campaign %s: trigger %s waits (project at its running quota)", cid, t)
+                return False
+            if work:
+                values["max_evaluations"] = end
         s.execute(update(Campaign).where(Campaign.id == cid).values(**values))
-        log.info("campaign %s: trigger %s%s", cid, t.isoformat(),
-                 " (paused: no slice)" if c.status == "paused" else "")
-        return c.status != "paused"
+        log.info("campaign %s: trigger %s%s", cid, t.isoformat(), "" if work else " (no slice)")
+        return work
+
+
+def _at_running_quota(s: Session, c: Campaign) -> bool:
+    limit = quotas.Quotas.from_env().running_campaigns
+    return bool(limit) and quotas.active_campaigns(s, c.project_id, exclude_id=c.id) >= limit
 
 
 def run_beat(sessions: sessionmaker[Session], *, interval_s: float = 5.0, stale_after_s: float = 600.0,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import TypeAdapter
 
 from api import events
@@ -21,6 +21,10 @@ from evolution.types import EVAL_STATUSES
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=E401)
 E404 = {404: {"model": ErrorPublic, "description": "No such campaign (or not yours)."}}
 E409 = {409: {"model": ErrorPublic, "description": "Impossible in the campaign's current state."}}
+EQUOTA = {403: {"model": ErrorPublic, "description": "Beyond a quota of the operator's (parallel, "
+                                                    "evaluations); nothing was changed."},
+          429: {"model": ErrorPublic, "description": "The project has as many queued or running "
+                                                    "campaigns as the operator allows."}}
 
 
 def _read(state, who, campaign_id: int) -> dict:
@@ -64,7 +68,7 @@ async def _cached_version(state, who, campaign_id: int) -> tuple | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic,
-             responses={422: {"model": ErrorPublic, "description": "Invalid campaign."}})
+             responses={422: {"model": ErrorPublic, "description": "Invalid campaign."}, **EQUOTA})
 def create_campaign(body: CampaignCreate, state: State, who: Auth, response: Response):
     """Create a campaign. Without a broker it starts running in this process at once; with one
     it is queued for the Celery dispatcher."""
@@ -96,7 +100,8 @@ def pause_campaign(campaign_id: CampaignId, state: State, who: Auth):
     return _read(state, who, campaign_id)
 
 
-@router.post("/{campaign_id}/resume", response_model=CampaignPublic, responses={**E404, **E409})
+@router.post("/{campaign_id}/resume", response_model=CampaignPublic,
+             responses={**E404, **E409, **EQUOTA})
 def resume_campaign(campaign_id: CampaignId, state: State, who: Auth):
     """Continue a paused (or queued) campaign on the same archive."""
     svc.resume(state.sessions, who, campaign_id, state.runner)
@@ -110,12 +115,18 @@ def cancel_campaign(campaign_id: CampaignId, state: State, who: Auth):
     return _read(state, who, campaign_id)
 
 
-@router.delete("/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT, responses=E404,
+@router.delete("/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**E404, 202: {
+    "model": ErrorPublic, "description": "Cancelled; deleted once its in-flight iterations end."}},
                response_class=Response)
 def delete_campaign(campaign_id: CampaignId, state: State, who: Auth):
-    """Delete a campaign with its programs and archive (stopping it first if it runs)."""
-    svc.remove(state.sessions, who, campaign_id, state.runner)
+    """Delete a campaign with its programs and archive. A campaign with iterations in flight in
+    this process is cancelled at once and deleted when they end (202); never waits for them."""
+    done = svc.remove(state.sessions, who, campaign_id, state.runner)
     state.caches.forget_campaign(campaign_id)
+    if not done:
+        return JSONResponse({"detail": f"campaign {campaign_id} is cancelled and will be deleted "
+                                       "once its in-flight iterations end"},
+                            status_code=status.HTTP_202_ACCEPTED)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -180,12 +191,22 @@ async def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit:
 
 @router.get("/{campaign_id}/events", responses={**E404, 200: {
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    "description": "Server-sent events: `progress` (the campaign), `end`, and heartbeat comments."}},
+    "description": "Server-sent events: `progress` (the campaign), `end`, and heartbeat comments."},
+    429: {"model": ErrorPublic, "description": "Too many event streams open (per project or client)."}},
     response_class=StreamingResponse)
 def campaign_events(campaign_id: CampaignId, request: Request, state: State, who: Auth,
                     max_seconds: float | None = Query(None, gt=0, le=86_400,
                                                       description="End the stream after this long.")):
+    """Progress as server-sent events. Streams are capped per project (per client address in
+    open mode) and end when the campaign ends, is deleted, stays idle, or the client leaves."""
     _read(state, who, campaign_id)  # 404 before the stream starts
+    owner = (f"project:{who.project_id}" if who.project_id is not None
+             else f"client:{request.client.host if request.client else '?'}")
+    slots = events.slots_of(request.app)
+    refused = slots.acquire(owner)
+    if refused:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=refused,
+                            headers={"Retry-After": "5"})
 
     def load():
         try:
@@ -194,6 +215,7 @@ def campaign_events(campaign_id: CampaignId, request: Request, state: State, who
             return None
 
     stream = events.progress_stream(request, load, poll_s=state.poll_s, heartbeat_s=state.heartbeat_s,
-                                    max_seconds=max_seconds)
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                    max_seconds=max_seconds, idle_s=events.idle_timeout_s())
+    return events.SlotStreamingResponse(
+        stream, release=lambda: slots.release(owner), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

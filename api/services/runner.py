@@ -4,7 +4,11 @@ Without a broker, campaigns run in this process: one `EmbeddedExecutor` thread p
 campaign, the same engine as `evoforge run`. Pause/cancel/delete change the status in the
 database first (the executor stops claiming iterations as soon as the status is not `running`)
 and then set the executor's `stop`. On startup, campaigns left `running` are resumed; on shutdown
-they are stopped and put back to `running`, so the next start resumes them.
+they are stopped and put back to `running`, so the next start resumes them. A delete does not
+wait for the executor: its in-flight iterations end on their own and find the campaign gone.
+A scheduler thread serves cron triggers every `EVOFORGE_SCHEDULE_INTERVAL_S` (5 s) as `evoforge
+beat` does with a broker; a scheduled campaign outside a slice stays queued
+(`worker.schedule.hold`).
 
 With a broker, the API only stores campaigns and calls `worker.dispatch.enqueue_campaign(id)`
 when that module exists; Celery workers do the rest. It also runs the sweeper
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +33,15 @@ from db.models import Campaign
 
 log = logging.getLogger(__name__)
 ADHOC = "adhoc"
+SCHEDULE_INTERVAL_ENV = "EVOFORGE_SCHEDULE_INTERVAL_S"
+
+
+def _schedule_interval_s() -> float:
+    try:
+        value = float(os.environ.get(SCHEDULE_INTERVAL_ENV) or 5.0)
+    except ValueError:
+        return 5.0
+    return value if value > 0 else 5.0
 
 
 class Runner(Protocol):
@@ -56,10 +71,16 @@ class InProcessRunner:
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._closing = False
+        self._ticker_stop = threading.Event()
+        self._deleting: set[int] = set()
+        self._ticker: threading.Thread | None = None
 
     def start(self, campaign_id: int) -> None:
         from worker.embedded import EmbeddedExecutor
+        from worker.schedule import hold
 
+        if hold(self.sessions, campaign_id):  # scheduled, outside a slice: waits for its trigger
+            return
         with self.sessions() as s:
             c = s.get(Campaign, campaign_id)
             if c is None:
@@ -85,6 +106,9 @@ class InProcessRunner:
                 return
             ex.run()
         except Exception as exc:
+            if self._gone(campaign_id):  # deleted while running: nothing to report
+                log.info("campaign %s was deleted while running", campaign_id)
+                return
             log.exception("campaign %s failed", campaign_id)
             set_status(self.sessions, campaign_id, "failed", only_from=("queued", "running"),
                        error=f"{type(exc).__name__}: {exc}")
@@ -93,6 +117,13 @@ class InProcessRunner:
                 job = self._jobs.get(campaign_id)
                 if job is not None and job.executor is ex and not job.by_shutdown:
                     del self._jobs[campaign_id]
+
+    def _gone(self, campaign_id: int) -> bool:
+        try:
+            with self.sessions() as s:
+                return s.get(Campaign, campaign_id) is None
+        except Exception:
+            return False
 
     def stop(self, campaign_id: int, *, wait_s: float | None = None) -> None:
         with self._lock:
@@ -108,6 +139,32 @@ class InProcessRunner:
             job = self._jobs.get(campaign_id)
         return job is not None and job.thread.is_alive()
 
+    def delete_when_stopped(self, campaign_id: int, delete: Callable[[], None]) -> bool:
+        """When an executor here still runs the campaign, stop it and call `delete` in a
+        background thread once its in-flight iterations have ended; True then. False: nothing
+        runs here, the caller deletes now."""
+        with self._lock:
+            job = self._jobs.get(campaign_id)
+            if job is None or not job.thread.is_alive():
+                return False
+            if campaign_id in self._deleting:
+                return True
+            self._deleting.add(campaign_id)
+        job.executor.stop.set()
+
+        def finish() -> None:
+            try:
+                job.thread.join()
+                delete()
+            except Exception:
+                log.exception("deleting campaign %s", campaign_id)
+            finally:
+                with self._lock:
+                    self._deleting.discard(campaign_id)
+
+        threading.Thread(target=finish, name=f"evoforge-delete-{campaign_id}", daemon=True).start()
+        return True
+
     def startup(self) -> None:
         with self.sessions() as s:
             ids = list(s.scalars(select(Campaign.id).where(Campaign.status == "running",
@@ -115,8 +172,21 @@ class InProcessRunner:
         for cid in ids:
             log.info("resuming campaign %s", cid)
             self.start(cid)
+        self._ticker = threading.Thread(target=self._tick_loop, name="evoforge-schedule", daemon=True)
+        self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        """Cron triggers of scheduled campaigns, as `evoforge beat` serves them with a broker."""
+        from worker.schedule import tick
+
+        while not self._ticker_stop.wait(_schedule_interval_s()):
+            try:
+                tick(self.sessions, enqueue=self.start)
+            except Exception:  # the database is busy or down: next round
+                log.warning("schedule round failed", exc_info=True)
 
     def shutdown(self) -> None:
+        self._ticker_stop.set()
         with self._lock:
             self._closing = True
             jobs = dict(self._jobs)
@@ -128,6 +198,9 @@ class InProcessRunner:
             job.thread.join(self.shutdown_wait_s)
             if job.by_shutdown:  # stopped by us, not by a user: resume on the next start
                 set_status(self.sessions, cid, "running", only_from=("paused",))
+        deadline = time.monotonic() + 5.0  # deletes waiting for those jobs: let them finish
+        while self._deleting and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
             from worker.runtime import close_sandboxes
             close_sandboxes()

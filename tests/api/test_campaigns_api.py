@@ -170,16 +170,18 @@ def test_pause_resume_cancel_delete(srv):
         assert c.post(f"/campaigns/{cid}/pause").status_code == 409
         assert c.post(f"/campaigns/{cid}/cancel").status_code == 409
 
-        assert c.delete(f"/campaigns/{cid}").status_code == 204
-        assert c.get(f"/campaigns/{cid}").status_code == 404
+        # 204, or 202 while an iteration of the cancelled campaign is still in flight: the
+        # delete never waits for it; the row goes once it ends (tests/security/test_limits.py)
+        assert c.delete(f"/campaigns/{cid}").status_code in (202, 204)
+        wait_for(lambda: c.get(f"/campaigns/{cid}").status_code == 404, timeout_s=60)
         assert c.delete(f"/campaigns/{cid}").status_code == 404
 
         # deleting a running campaign stops it first
         cid2 = c.post("/campaigns", json={**SMALL, "budget": {"max_evaluations": 100000}}).json()["id"]
         wait_for(lambda: c.get(f"/campaigns/{cid2}").json()["evaluations"] >= 2)
-        assert c.delete(f"/campaigns/{cid2}").status_code == 204
-        assert not srv.app.state.evo.runner.is_running(cid2)
-        assert c.get(f"/campaigns/{cid2}/programs").status_code == 404
+        assert c.delete(f"/campaigns/{cid2}").status_code in (202, 204)
+        wait_for(lambda: not srv.app.state.evo.runner.is_running(cid2), timeout_s=60)
+        wait_for(lambda: c.get(f"/campaigns/{cid2}/programs").status_code == 404, timeout_s=60)
 
 
 def test_running_campaign_resumes_after_restart(live_server):

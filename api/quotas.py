@@ -1,0 +1,53 @@
+"""The operator's per-project quotas (worker/quotas.py) as HTTP answers.
+
+`admit_create` and `admit_resume` are context managers: the check runs under the project's
+admission lock and the caller commits its change (the new campaign, the status change) inside
+the block, so concurrent requests cannot both pass a limit. Beyond a quota: 429 (running
+campaigns: try again once one ends) or 403 (parallel, evaluations), with the reason, and nothing
+is created or changed.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import HTTPException
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.auth import Principal
+from worker import quotas
+from worker.spec import CampaignSpec
+
+
+@contextmanager
+def _admitted(sessions: sessionmaker[Session], project_id: int | None, **kw) -> Iterator[None]:
+    with quotas.admission(sessions, project_id):
+        try:
+            with sessions() as s:
+                quotas.check(s, project_id, **kw)
+        except quotas.QuotaExceeded as exc:
+            headers = {"Retry-After": "60"} if exc.status_code == 429 else None
+            raise HTTPException(exc.status_code, detail=str(exc), headers=headers) from None
+        yield
+
+
+@contextmanager
+def admit_create(sessions: sessionmaker[Session], principal: Principal,
+                 spec: CampaignSpec) -> Iterator[None]:
+    with _admitted(sessions, principal.project_id, parallel=spec.parallel,
+                   max_evaluations=spec.budget.max_evaluations):
+        yield
+
+
+@contextmanager
+def admit_resume(sessions: sessionmaker[Session], principal: Principal,
+                 campaign_id: int) -> Iterator[None]:
+    """Resuming makes a paused campaign active again: the same quotas as a new one."""
+    from api.services.campaigns import get_campaign
+
+    with sessions() as s:
+        c = get_campaign(s, principal, campaign_id)
+        parallel, asked = c.parallel, quotas.budget_asked(c.config)
+    with _admitted(sessions, principal.project_id, parallel=parallel, max_evaluations=asked,
+                   campaign_id=campaign_id):
+        yield
