@@ -24,8 +24,19 @@ def resolve(spec: CampaignSpec) -> tuple[Task, Any]:
     try:
         params = parse_params(task, spec.params)
     except Exception as exc:
-        raise SpecError(f"invalid params for task {task.name!r}: {exc}") from None
+        raise SpecError(f"invalid params for task {task.name!r}: {_without_input(exc)}") from None
     return task, params
+
+
+def _without_input(exc: Exception) -> str:
+    """A validation error without the input values pydantic quotes: params can hold whole
+    files (an OpenEvolve problem's), and a refusal must not echo what it refused."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}"
+                     for e in exc.errors(include_url=False, include_input=False))
 
 
 def archive_dims(spec: CampaignSpec, task: Task, params: Any, seed_code: str) -> list[FeatureDim]:

@@ -3,7 +3,10 @@
 `load_problem(initial_program, evaluator, config)` reads the three files (the evaluator is parsed
 with `ast`, never imported here: it executes candidate code, so it only ever runs in the
 sandbox) and maps the config's keys. Every key that is not mapped is reported in
-`Problem.unsupported` ("section.key: why"); nothing is silently ignored.
+`Problem.unsupported` ("section.key: why"); nothing is silently ignored. Secret-looking keys
+(`llm.api_key`, headers, ...) are dropped before anything reads the config (redact.py) and only
+their paths are reported (`Problem.ignored_secrets`); which files go into the sandbox is
+files.py's rule (`Problem.shipped`, `Problem.skipped`).
 
 The result is plain data for the caller (the CLI) to turn into a `CampaignSpec`:
 `task_params` (OpenEvolveParams fields), `mutator`, `archive`, `parallel`, `seed`,
@@ -15,14 +18,16 @@ import ast
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
-# Files of the evaluator's directory that are shipped into the sandbox (text only, non-recursive).
-SHIP_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".txt", ".csv", ".tsv", ".cfg", ".ini", ".toml")
-SHIP_FILE_BYTES = 1 << 20
-SHIP_TOTAL_BYTES = 4 << 20
+from evaluators.openevolve.files import ship_files
+from evaluators.openevolve.redact import drop_secrets
+from evaluators.textfile import read_text_file
+
+KEY_SOURCE = "keys come from the environment: EVOFORGE_LLM_API_KEY or OPENAI_API_KEY"
+
 
 @dataclass
 class Problem:
@@ -36,6 +41,9 @@ class Problem:
     unsupported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files_hash: str = ""
+    shipped: list[str] = field(default_factory=list)        # file names, shipped into the sandbox
+    skipped: list[str] = field(default_factory=list)        # "name (reason)": left out
+    ignored_secrets: list[str] = field(default_factory=list)  # config keys dropped unread
 
 
 def evaluator_functions(source: str) -> set[str]:
@@ -51,45 +59,27 @@ def evaluator_functions(source: str) -> set[str]:
     return names
 
 
-def ship_files(evaluator: Path, notes: list[str]) -> dict[str, str]:
-    """The evaluator file plus its directory's small text files (helpers it may import)."""
-    files: dict[str, str] = {evaluator.name: evaluator.read_text(encoding="utf-8")}
-    total = len(files[evaluator.name].encode())
-    skipped = []
-    for p in sorted(evaluator.parent.iterdir()):
-        if p.name == evaluator.name or p.name.startswith(".") or p.name == "__pycache__":
-            continue
-        if not p.is_file() or p.is_symlink():
-            skipped.append(p.name + ("/" if p.is_dir() else ""))
-            continue
-        size = p.stat().st_size
-        if p.suffix not in SHIP_SUFFIXES or size > SHIP_FILE_BYTES or total + size > SHIP_TOTAL_BYTES:
-            skipped.append(p.name)
-            continue
-        try:
-            files[p.name] = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            skipped.append(p.name)
-            continue
-        total += size
-    if skipped:
-        notes.append(f"not shipped into the sandbox (directories, binary or large files): "
-                     f"{', '.join(skipped)}")
-    return files
-
-
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in cfg.items()}
 
 
 def load_problem(initial_program: str | Path, evaluator: str | Path,
-                 config: str | Path | None = None, *, llm_base_url: str | None = None) -> Problem:
+                 config: str | Path | None = None, *, llm_base_url: str | None = None,
+                 include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Problem:
+    """Read and map the problem; `include`/`exclude` are globs that add files to (or remove
+    them from) what is shipped (files.py). Raises TextFileError, ValueError, SyntaxError."""
     initial_program, evaluator = Path(initial_program), Path(evaluator)
+    seed_program = read_text_file(initial_program)
+    source = read_text_file(evaluator)
     raw: dict[str, Any] = {}
     if config is not None:
-        raw = yaml.safe_load(Path(config).read_text()) or {}
+        try:
+            raw = yaml.safe_load(read_text_file(config)) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{config}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{config}: expected a mapping at the top level")
+    ignored_secrets = drop_secrets(raw)
     notes: list[str] = []
     unsupported: list[str] = []
     seen: set[str] = set()
@@ -108,7 +98,6 @@ def load_problem(initial_program: str | Path, evaluator: str | Path,
     llm, prompt, db, ev = sub("llm"), sub("prompt"), sub("database"), sub("evaluator")
 
     # -- evaluator ------------------------------------------------------------------------------
-    source = evaluator.read_text(encoding="utf-8")
     defined = evaluator_functions(source)
     cascade = bool(take(ev, "cascade_evaluation", "evaluator.", True))
     thresholds = take(ev, "cascade_thresholds", "evaluator.", [0.5, 0.75, 0.9])
@@ -136,7 +125,9 @@ def load_problem(initial_program: str | Path, evaluator: str | Path,
         unsupported.append("evaluator.use_llm_feedback: LLM feedback on code is not implemented")
     if take(ev, "enable_artifacts", "evaluator.", True) is False:
         unsupported.append("evaluator.enable_artifacts=false: artifacts are always kept")
-    files = ship_files(evaluator, notes)
+    shipment = ship_files(evaluator, source, config=Path(config) if config is not None else None,
+                          include=include, exclude=exclude)
+    files = shipment.files
 
     # -- prompt ---------------------------------------------------------------------------------
     context = take(prompt, "system_message", "prompt.") or take(llm, "system_message", "llm.") or ""
@@ -228,9 +219,6 @@ def load_problem(initial_program: str | Path, evaluator: str | Path,
     else:
         mutator = {"kind": "local"}
         notes.append("the config has no llm.api_base: using EvoForge's local AST mutator (no LLM)")
-    if take(llm, "api_key", "llm."):
-        unsupported.append("llm.api_key: never read from a config; set EVOFORGE_LLM_API_KEY or "
-                           "OPENAI_API_KEY")
     diff = take(raw, "diff_based_evolution", "", True)
     mutator["diff_mode"] = bool(diff)
     if seed is None:
@@ -277,9 +265,10 @@ def load_problem(initial_program: str | Path, evaluator: str | Path,
               "feature_metrics": feature_metrics[:1], "feature_bins": int(bins or 10),
               "memory_mb": int(mem) if mem else 2048}
     digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()[:12]
-    return Problem(task_params=params, seed_program=initial_program.read_text(encoding="utf-8"),
+    return Problem(task_params=params, seed_program=seed_program,
                    mutator=mutator, archive=archive,
                    parallel=int(parallel) if parallel is not None else None,
                    seed=int(seed) if seed is not None else None,
                    max_iterations=int(max_iterations) if max_iterations is not None else None,
-                   unsupported=unsupported, notes=notes, files_hash=digest)
+                   unsupported=unsupported, notes=notes, files_hash=digest,
+                   shipped=list(files), skipped=shipment.skipped, ignored_secrets=ignored_secrets)

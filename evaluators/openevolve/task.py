@@ -1,7 +1,7 @@
 """The `openevolve` task: an OpenEvolve `evaluator.py` run unmodified inside the sandbox.
 
 One registered task serves every OpenEvolve problem: the problem itself (the evaluator's source
-and its directory's text files, the cascade functions and thresholds, the timeout, the system
+and the files shipped with it (files.py), the cascade functions and thresholds, the timeout, the system
 message) lives in the task's Params, which are stored with the campaign. So a resumed campaign
 or a Celery worker rebuilds exactly the same task from the database, and the evaluation cache
 key (task name + params + version) changes whenever the evaluator's files change.
@@ -16,9 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluators.base import FeatureDim, Resources, Stage
+from evaluators.openevolve.files import SAFE_NAME, check_files
 from evolution.types import StageResult
 
 DRIVER_SOURCE = (Path(__file__).with_name("driver.py")).read_text()
@@ -30,9 +31,12 @@ DEFAULT_CONTEXT = ("Improve the program so that the evaluator's combined_score (
 class OpenEvolveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    evaluator: str = Field("evaluator.py", description="evaluator file name (a key of `files`)")
+    evaluator: str = Field("evaluator.py", pattern=SAFE_NAME.pattern,
+                           description="evaluator file name (a key of `files`)")
     files: dict[str, str] = Field(default_factory=dict,
-                                  description="the evaluator's directory content shipped into the sandbox")
+                                  description="the evaluator and the files it reads, shipped into the "
+                                              "sandbox (no config, hidden or secret-looking files: "
+                                              "docs/openevolve.md)")
     stages: list[str] = Field(default_factory=lambda: ["evaluate"],
                               description="evaluator functions called in cascade order")
     thresholds: list[float] = Field(default_factory=list,
@@ -44,6 +48,13 @@ class OpenEvolveParams(BaseModel):
                                        description="custom feature dimensions (metrics), excluded from fitness")
     feature_bins: int = Field(10, ge=1, le=100)
     max_artifact_chars: int = Field(20480, ge=0, le=10 ** 7)
+
+    @model_validator(mode="after")
+    def _ship_only_safe_files(self) -> "OpenEvolveParams":
+        # Stored with the campaign, returned by GET /campaigns/{id}, readable by candidates:
+        # a config (llm.api_key) or a credentials file must never get here (files.py).
+        check_files(self.files, self.evaluator)
+        return self
 
 
 def fitness(metrics: dict[str, Any], exclude: list[str] | tuple = ()) -> float:
