@@ -15,10 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
-from api import fastpath
+from api import fastpath, guards
 from api.deps import AppState, reject_unknown_query
 from api.metrics import LatencyMiddleware, Metrics
-from api.routers import campaigns, programs, system, tasks
+from api.routers import campaigns, endpoints, programs, system, tasks
 from api.services import Conflict, NotFound
 from api.services.runner import BrokerRunner, InProcessRunner, NullRunner
 from worker.campaigns import SpecError
@@ -30,7 +30,9 @@ BROKER_ENV = "EVOFORGE_BROKER_URL"
 
 def create_app(db_url: str | None = None, *, broker_url: str | None = None,
                open_mode: bool | None = None, bind_host: str | None = None,
-               execute: bool = True, poll_s: float = 0.5, heartbeat_s: float = 15.0) -> FastAPI:
+               execute: bool = True, poll_s: float = 0.5, heartbeat_s: float = 15.0,
+               allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
+               max_body_bytes: int | None = None) -> FastAPI:
     """Build the app.
 
     db_url: SQLAlchemy URL (default: $EVOFORGE_DATABASE_URL, else the SQLite file).
@@ -40,6 +42,10 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
         exists and the server is bound to loopback (`bind_host`, else the socket the request came
         in on). True/False force it (keys, once they exist, are always required).
     execute: False stores campaigns without running them (tests, read-only replicas).
+    allowed_hosts / allowed_origins: Host names and browser origins served besides loopback and
+        this server itself (None reads $EVOFORGE_ALLOWED_HOSTS / $EVOFORGE_ALLOWED_ORIGINS).
+    max_body_bytes: request body limit (None reads $EVOFORGE_MAX_BODY_BYTES, default 4 MiB).
+        See api/guards.py.
     """
     from db.engine import default_url, session_factory, upgrade
 
@@ -69,15 +75,19 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
         finally:
             await anyio.to_thread.run_sync(runner.shutdown)
 
-    app = FastAPI(title="EvoForge", version="1", lifespan=lifespan,
+    app = FastAPI(title="EvoForge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="LLM-driven program evolution as a service. Send "
                               "`Authorization: Bearer <key>`; see docs/api.md.")
     app.state.evo = state
-    for r in (campaigns.router, programs.router, tasks.router, system.router):
+    for r in (campaigns.router, programs.router, tasks.router, system.router, endpoints.router):
         app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
     _add_error_handlers(app)
     fastpath.install(app, state)  # cache hits of /elites and /programs (inside the metrics)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    # Added last, so it runs first: refused requests are never authenticated, routed or read.
+    app.add_middleware(guards.EdgeGuard, bind_host=bind_host, **guards.edge_settings(
+        allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, max_body_bytes=max_body_bytes))
+    guards.mount_docs(app)
     _mount_dashboard(app)
     return app
 

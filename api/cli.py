@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from api.term import SafeFormatter, safe
+
 DB_HELP = "Database URL (default: $EVOFORGE_DATABASE_URL, else SQLite under ~/.local/share/evoforge)."
 
 
@@ -81,15 +83,36 @@ def _start_up() -> Iterator[Callable[[str], None]]:
 
 
 def _emit_json(obj: Any) -> None:
+    # ensure_ascii (the default) writes every control character, C1 included, as \uXXXX.
     click.echo(json.dumps(obj, default=str))
 
 
-@click.group()
+class InputError(click.ClickException):
+    """A file or value the user gave that cannot be used: one line, exit code 2 (usage)."""
+    exit_code = 2
+
+
+class _SafeGroup(click.Group):
+    """Error messages can quote a campaign name, a stored URL or a file's path: escaped
+    (api/term.py) before click prints them."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = safe(exc.message)
+            raise
+
+
+@click.group(cls=_SafeGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """EvoForge: evolve programs with LLMs, sandboxed evaluators and a MAP-Elites database."""
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=log_format)
+    for handler in logging.getLogger().handlers:  # log lines can quote a candidate's error
+        handler.setFormatter(SafeFormatter(log_format))
 
 
 @main.command()
@@ -104,6 +127,8 @@ def tasks() -> None:
 
 def _llm_options(f):
     f = click.option("--llm-base-url", help="OpenAI-compatible endpoint; without it the local AST mutator is used.")(f)
+    f = click.option("--endpoint", "endpoint", default=None,
+                     help="An LLM endpoint from $EVOFORGE_LLM_ENDPOINTS, by name (instead of --llm-base-url).")(f)
     f = click.option("--model", "models", multiple=True, help="NAME[:WEIGHT], repeatable (a weighted ensemble).")(f)
     f = click.option("--temperature", type=float, default=None)(f)
     f = click.option("--max-tokens", type=int, default=None, help="Completion tokens per call.")(f)
@@ -114,16 +139,21 @@ def _llm_options(f):
     return f
 
 
-def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas) -> dict[str, Any]:
+def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas, endpoint=None) -> dict[str, Any]:
     from worker.spec import ModelSpec
 
-    if not llm_base_url:
+    if llm_base_url and endpoint:
+        raise click.UsageError("give --llm-base-url or --endpoint, not both")
+    if not llm_base_url and not endpoint:
         if models:
-            raise click.UsageError("--model needs --llm-base-url")
+            raise click.UsageError("--model needs --llm-base-url or --endpoint")
         return {"kind": "local"}
-    spec: dict[str, Any] = {"kind": "llm", "base_url": llm_base_url,
+    target = {"endpoint": endpoint} if endpoint else {"base_url": llm_base_url}
+    spec: dict[str, Any] = {"kind": "llm", **target,
                             "models": [ModelSpec.parse(m).model_dump() for m in models or ("default",)],
                             "ideas": ideas}
+    if endpoint:
+        _check_endpoint(endpoint, [m["name"] for m in spec["models"]])
     if temperature is not None:
         spec["temperature"] = temperature
     if max_tokens is not None:
@@ -147,18 +177,18 @@ def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas) -> dict[
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 @_llm_options
 def run(task_name, param_pairs, iterations, parallel, seed, islands, db, program, name, resume_id,
-        sandbox, as_json, llm_base_url, models, temperature, max_tokens, max_total_tokens, max_cost,
-        max_seconds, ideas) -> None:
+        sandbox, as_json, llm_base_url, endpoint, models, temperature, max_tokens, max_total_tokens,
+        max_cost, max_seconds, ideas) -> None:
     """Run (or resume) a discovery campaign on the embedded engine."""
     with _start_up() as warm:
         _run(warm, task_name, param_pairs, iterations, parallel, seed, islands, db, program, name,
              resume_id, sandbox, as_json, llm_base_url, models, temperature, max_tokens,
-             max_total_tokens, max_cost, max_seconds, ideas)
+             max_total_tokens, max_cost, max_seconds, ideas, endpoint)
 
 
 def _run(warm, task_name, param_pairs, iterations, parallel, seed, islands, db, program, name,
          resume_id, sandbox, as_json, llm_base_url, models, temperature, max_tokens,
-         max_total_tokens, max_cost, max_seconds, ideas) -> None:
+         max_total_tokens, max_cost, max_seconds, ideas, endpoint=None) -> None:
     from sqlalchemy import update
 
     from db.models import Campaign
@@ -177,23 +207,43 @@ def _run(warm, task_name, param_pairs, iterations, parallel, seed, islands, db, 
                 max_evaluations=c.evaluations + iterations + (1 if c.evaluations == 0 else 0),
                 status="running" if c.status != "running" else c.status, finished_at=None))
             warm((c.config or {}).get("sandbox") or "fork")  # the stored one runs
+            stored_url = ((c.config or {}).get("mutator") or {}).get("base_url")
+            if stored_url and stored_url != llm_base_url:
+                click.echo(f"note: campaign {resume_id}'s stored LLM URL gets no API key and only "
+                           f"public addresses; repeat --llm-base-url {safe(stored_url, one_line=True)} "
+                           "to trust it",
+                           err=True)
         campaign_id = resume_id
     else:
         raw = {"task": task_name, "params": _params(param_pairs), "name": name, "seed": seed,
                "parallel": parallel, "sandbox": sandbox,
-               "mutator": _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas),
+               "mutator": _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas, endpoint),
                "budget": {"max_evaluations": iterations + 1, "max_tokens": max_total_tokens,
                           "max_cost_usd": max_cost, "max_seconds": max_seconds}}
         if islands:
             raw["archive"] = {"islands": islands}
         if program:
-            raw["program"] = Path(program).read_text()
+            raw["program"] = _read_input(program)
         campaign_id = _create_campaign(sessions, raw)
-    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
+    # You are the operator here: your --llm-base-url gets the key from your environment. Given
+    # in-process, never stored: a stored base_url (a resumed campaign's) gets no key unless
+    # you repeat it with --llm-base-url.
+    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json,
+                           operator_url=llm_base_url)
     if as_json:
         _emit_json(result)
     else:
         _print_summary(result)
+
+
+def _check_endpoint(name: str, models: list[str]) -> None:
+    """--endpoint NAME: declared in $EVOFORGE_LLM_ENDPOINTS, with the models it allows."""
+    from worker.endpoints import EndpointError, check_models, load_endpoints
+
+    try:
+        check_models(name, load_endpoints().endpoint(name), models)
+    except EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _create_campaign(sessions, raw: dict[str, Any]) -> int:
@@ -239,7 +289,8 @@ def _progress(quiet: bool) -> Any:
                     transient=False)
 
 
-def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> dict[str, Any]:
+def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool,
+                  operator_url: str | None = None) -> dict[str, Any]:
     from db.models import Campaign
     from worker.embedded import EmbeddedExecutor
     from worker.runtime import close_sandboxes
@@ -261,7 +312,8 @@ def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> 
         progress.update(bar, advance=1, best=f"{state['best']:.6g}" if state["best"] is not None else "-",
                         hits=state["hits"], fail=state["fail"])
 
-    executor = EmbeddedExecutor(sessions, campaign_id, parallel=parallel, on_commit=on_commit)
+    executor = EmbeddedExecutor(sessions, campaign_id, parallel=parallel, on_commit=on_commit,
+                                operator_url=operator_url)
     try:
         with progress:
             result = executor.run()
@@ -273,27 +325,38 @@ def _run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool) -> 
     return result
 
 
+def _read_input(path: str) -> str:
+    """A program or problem file the user named: regular, at most 1 MB, UTF-8 (else exit 2)."""
+    from evaluators.textfile import TextFileError, read_text_file
+
+    try:
+        return read_text_file(path)
+    except TextFileError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _print_summary(r: dict[str, Any]) -> None:
-    click.echo(f"campaign {r['campaign_id']} ({r['task']}) {r['status']}")
+    click.echo(safe(f"campaign {r['campaign_id']} ({r['task']}) {r['status']}"))
     click.echo(f"  evaluations {r['evaluations']}  sandbox runs {r['sandbox_runs']}  cache hits "
                f"{r['cache_hits']}  failures {r['failures']}  tokens {r['tokens']}  cost ${r['cost_usd']}")
     click.echo(f"  seed score {r['seed_score']}  best score {r['best_score']}  (program {r['best_program_id']})")
     if "edits_applied" in r:
         click.echo(f"  edits applied {r['edits_applied']}  rejected {r['edits_rejected']}")
     if r.get("error"):
-        click.echo(f"  error: {r['error']}")
+        click.echo(f"  error: {safe(r['error'])}")
     click.echo(f"  best program: evoforge best {r['campaign_id']} --out best.py")
 
 
 @main.command(name="eval")
 @click.argument("task_name", metavar="TASK")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @click.option("--param", "param_pairs", multiple=True, help="Task parameter k=v, repeatable.")
 @click.option("--db", default=None, help=DB_HELP)
 @click.option("--sandbox", type=click.Choice(["fork", "subprocess", "docker"]), default="fork", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(task_name, file, param_pairs, db, sandbox, as_json) -> None:
-    """Evaluate one program file safely, with the evaluation cache."""
+    """Evaluate one program file safely, with the evaluation cache. FILE: a regular UTF-8 file
+    of at most 1 MB."""
     from evaluators.base import get_task, parse_params
     from worker.evaluate import evaluate_program
     from worker.runtime import close_sandboxes, shared_sandbox
@@ -305,20 +368,21 @@ def eval_cmd(task_name, file, param_pairs, db, sandbox, as_json) -> None:
         raise click.ClickException(str(exc.args[0])) from None
     except ValueError as exc:
         raise click.ClickException(f"invalid params: {exc}") from None
+    code = _read_input(file)
     sessions = _sessions(db)
     try:
-        out = evaluate_program(sessions, task, params, Path(file).read_text(),
-                               sandbox=shared_sandbox(sandbox))
+        out = evaluate_program(sessions, task, params, code, sandbox=shared_sandbox(sandbox))
     finally:
         close_sandboxes()
     if as_json:
         _emit_json(out)
         return
+    # Metrics and the reason are the candidate's (or its evaluator's) words: escaped.
     click.echo(f"status {out['status']}  score {out['score']}  cache {out['cache']}")
     for k, v in out["metrics"].items():
-        click.echo(f"  {k}: {v}")
+        click.echo(f"  {safe(k, one_line=True)}: {safe(v, one_line=True)}")
     if out.get("reason"):
-        click.echo(f"  reason: {out['reason']}")
+        click.echo(f"  reason: {safe(out['reason'])}")
     click.echo(f"  code hash {out['code_hash'][:16]}  functional hash {(out['functional_hash'] or '-')[:16]}")
 
 
@@ -342,15 +406,18 @@ def campaigns(db, as_json, limit) -> None:
         return
     for r in rows:
         click.echo(f"{r['campaign_id']:5d}  {r['task']:15s} {r['status']:10s} evals {r['evaluations']:6d}  "
-                   f"best {r['best_score']}  seed {r['seed_score']}  {r['name']}")
+                   f"best {r['best_score']}  seed {r['seed_score']}  {safe(r['name'], one_line=True)}")
 
 
 @main.command()
 @click.argument("campaign_id", type=int)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the program to this file.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the exact program to this new file (never through a symlink).")
+@click.option("--force", is_flag=True, help="With --out: replace an existing regular file.")
 @click.option("--db", default=None, help=DB_HELP)
-def best(campaign_id, out, db) -> None:
-    """Print (or save) the best program of a campaign."""
+def best(campaign_id, out, force, db) -> None:
+    """Print (or save) the best program of a campaign. Printed, its control characters are
+    escaped (\\x1b...); --out writes the exact text."""
     from db.models import Campaign, Program
 
     sessions = _sessions(db)
@@ -362,10 +429,15 @@ def best(campaign_id, out, db) -> None:
             raise click.ClickException(f"campaign {campaign_id} has no valid program yet")
         code = s.get(Program, c.best_program_id).code
     if out:
-        Path(out).write_text(code)
-        click.echo(f"wrote program {c.best_program_id} (score {c.best_score}) to {out}", err=True)
+        from api.outfile import OutFileError, write_new_file
+
+        try:
+            write_new_file(out, code, force=force)
+        except OutFileError as exc:
+            raise InputError(str(exc)) from None
+        click.echo(f"wrote program {c.best_program_id} (score {c.best_score}) to {safe(out)}", err=True)
     else:
-        click.echo(code)
+        click.echo(safe(code))
 
 
 @main.group()
@@ -392,14 +464,32 @@ def upgrade(url) -> None:
               help="Celery broker (default: $EVOFORGE_BROKER_URL); without one campaigns run in-process.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(host, port, db, broker_url, log_level) -> None:
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name served besides loopback and the bind address (repeatable; '*' for "
+                   "any). Default: $EVOFORGE_ALLOWED_HOSTS (comma-separated).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="URL",
+              help="A browser origin (https://name[:port]) allowed to send state-changing requests "
+                   "besides the server's own (repeatable). Default: $EVOFORGE_ALLOWED_ORIGINS.")
+@click.option("--max-body-mb", type=click.FloatRange(0, 1024), default=None,
+              help="Request body limit in MiB. Default: $EVOFORGE_MAX_BODY_BYTES, else 4.")
+def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins, max_body_mb) -> None:
     """Run the REST API (and dashboard) with uvicorn."""
     import uvicorn
 
+    from api import guards
     from api.app import create_app
 
     _sessions(db)  # fail early, with a clear message, on a bad database URL
-    app = create_app(db, broker_url=broker_url, bind_host=host)
+    try:
+        app = create_app(db, broker_url=broker_url, bind_host=host,
+                         allowed_hosts=list(allowed_hosts) or None,
+                         allowed_origins=list(allowed_origins) or None,
+                         max_body_bytes=None if max_body_mb is None else int(max_body_mb * guards.MiB))
+    except ValueError as exc:   # a bad origin or $EVOFORGE_MAX_BODY_BYTES
+        raise click.ClickException(str(exc)) from None
+    if host.strip() in guards.WILDCARD_BINDS and not (allowed_hosts or guards.env_list(guards.ALLOWED_HOSTS_ENV)):
+        click.echo(f"note: bound to {host or 'all addresses'} without --allowed-host: any Host header "
+                   "is served (name the server's host names to refuse DNS-rebinding requests)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
@@ -442,7 +532,7 @@ def apikey_list(project, db, as_json) -> None:
         _emit_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['id']:5d}  {r['prefix']}...  {r['project']:20s} "
+        click.echo(f"{r['id']:5d}  {r['prefix']}...  {safe(r['project'], one_line=True):20s} "
                    f"{'revoked' if r['revoked'] else 'active'}")
 
 
@@ -459,10 +549,16 @@ def apikey_revoke(key_id, db) -> None:
 
 
 @main.command()
-@click.argument("initial_program", type=click.Path(exists=True, dir_okay=False))
-@click.argument("evaluator", type=click.Path(exists=True, dir_okay=False))
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="OpenEvolve config.yaml (llm, prompt, database, evaluator keys are mapped).")
+@click.argument("initial_program")
+@click.argument("evaluator")
+@click.option("--config", "config_path", default=None,
+              help="OpenEvolve config.yaml (llm, prompt, database, evaluator keys are mapped; "
+                   "api keys in it are ignored). Never shipped into the sandbox.")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Also ship the evaluator's sibling files matching GLOB (e.g. '*.dat'), repeatable; "
+                   "never hidden, config or secret-looking files.")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+              help="Do not ship the sibling files matching GLOB, repeatable.")
 @click.option("--iterations", type=click.IntRange(0, 10_000_000), default=None,
               help="Mutations to evaluate (default: the config's max_iterations, else 100).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=None,
@@ -474,22 +570,26 @@ def apikey_revoke(key_id, db) -> None:
 @click.option("--sandbox", type=click.Choice(["fork", "subprocess", "docker"]), default="fork", show_default=True)
 @click.option("--name", default="", help="Campaign name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-def openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db, llm_base_url,
+def openevolve(initial_program, evaluator, config_path, include, exclude, iterations, parallel, seed, db, llm_base_url,
                models, sandbox, name, as_json) -> None:
     """Run an OpenEvolve problem (initial program + evaluator [+ config]) unmodified."""
     with _start_up() as warm:
         warm(sandbox)
         _openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db,
-                    llm_base_url, models, sandbox, name, as_json)
+                    llm_base_url, models, sandbox, name, as_json, include, exclude)
 
 
 def _openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db,
-                llm_base_url, models, sandbox, name, as_json) -> None:
+                llm_base_url, models, sandbox, name, as_json, include=(), exclude=()) -> None:
     from evaluators.openevolve import load_problem
+    from evaluators.textfile import TextFileError
     from worker.spec import ModelSpec
 
     try:
-        problem = load_problem(initial_program, evaluator, config_path, llm_base_url=llm_base_url)
+        problem = load_problem(initial_program, evaluator, config_path, llm_base_url=llm_base_url,
+                               include=include, exclude=exclude)
+    except TextFileError as exc:
+        raise InputError(str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise click.ClickException(f"cannot load the OpenEvolve problem: {exc}") from None
     mutator = dict(problem.mutator)
@@ -500,24 +600,44 @@ def _openevolve(initial_program, evaluator, config_path, iterations, parallel, s
     iterations = iterations if iterations is not None else (problem.max_iterations or 100)
     parallel = parallel or problem.parallel or 1
     seed = seed if seed is not None else (problem.seed or 0)
-    for line in problem.unsupported:
-        click.echo(f"openevolve config: unsupported: {line}", err=True)
-    for line in problem.notes:
-        click.echo(f"openevolve config: note: {line}", err=True)
+    _report_problem(problem, config_path)
     raw = {"task": "openevolve", "params": problem.task_params, "program": problem.seed_program,
            "name": name or f"openevolve {Path(evaluator).resolve().parent.name} #{seed}",
            "seed": seed, "parallel": parallel, "sandbox": sandbox, "mutator": mutator,
            "archive": problem.archive, "budget": {"max_evaluations": iterations + 1}}
     sessions = _sessions(db)
     campaign_id = _create_campaign(sessions, raw)
-    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json)
+    # The URL from your command line or your config.yaml: you are the operator here.
+    result = _run_embedded(sessions, campaign_id, parallel, quiet=as_json,
+                           operator_url=mutator.get("base_url"))
     result["params"] = {k: v for k, v in problem.task_params.items() if k not in ("files", "context")}
     result.update(files_hash=problem.files_hash, mutator=mutator["kind"],
-                  unsupported_config=problem.unsupported, config_notes=problem.notes)
+                  unsupported_config=problem.unsupported, config_notes=problem.notes,
+                  shipped_files=problem.shipped, skipped_files=problem.skipped,
+                  ignored_config_keys=problem.ignored_secrets)
     if as_json:
         _emit_json(result)
     else:
         _print_summary(result)
+
+
+def _report_problem(problem, config_path: str | None) -> None:
+    """What was read, ignored, shipped and left out, on stderr (names only, escaped)."""
+    from evaluators.openevolve.config import KEY_SOURCE
+
+    lines = []
+    if config_path:
+        ignored = (f"; ignored {', '.join(problem.ignored_secrets)} ({KEY_SOURCE})"
+                   if problem.ignored_secrets else "")
+        lines.append(f"read {Path(config_path).name}{ignored}")
+    lines += [f"config: unsupported: {line}" for line in problem.unsupported]
+    lines += [f"config: note: {line}" for line in problem.notes]
+    lines.append(f"shipped {len(problem.shipped)} file{'s' * (len(problem.shipped) != 1)} into the "
+                 f"sandbox: {', '.join(problem.shipped)}")
+    if problem.skipped:
+        lines.append(f"skipped: {', '.join(problem.skipped)}")
+    for line in lines:
+        click.echo(safe(f"openevolve {line}", one_line=True), err=True)
 
 
 # -- Celery workers and the scheduler (worker/celery_app.py, worker/dispatch.py) ---------------

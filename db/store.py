@@ -17,14 +17,16 @@ from typing import Any, Callable
 
 from sqlalchemy import Float, bindparam, case, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.campaigns import engine_of
 from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
 from evolution import archive as cells
+from evolution import hashing
 from evolution.meta import Outcome, build_meta_note
 from evolution.novelty import MinHasher
+from evolution.sanitize import Sanitizer, clean_child, unstorable
 from evolution.selection import SelectionConfig, choose
 from evolution.step import CACHE_MISS, Child, Committed, Selection
 from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
@@ -128,6 +130,17 @@ def _result(row: Any) -> EvalResult:
                       artifacts=artifacts or {}, duration_s=duration_s, functional_hash=fhash)
 
 
+SHARED_SCOPE = "shared"
+
+
+def cache_scope(project_id: int | None, shared: bool = False) -> str:
+    """Whose evaluation cache a campaign reads and fills: its project's ("project:<id>"), open
+    mode's ("open"), or, only on the operator's opt-in, everyone's ("shared")."""
+    if shared:
+        return SHARED_SCOPE
+    return "open" if project_id is None else f"project:{int(project_id)}"
+
+
 def dims_from_config(config: dict[str, Any]) -> list[FeatureDim]:
     return [FeatureDim(**d) for d in config.get("archive", {}).get("dims", [])]
 
@@ -140,7 +153,9 @@ RelativeFeatures = Callable[[Any, list[Any]], dict[str, float]]
 class CampaignStore:
     def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, cache_size: int = 4096,
                  relative_features: RelativeFeatures | None = None,
-                 fingerprint_key: str = "behaviour_fingerprint"):
+                 fingerprint_key: str = "behaviour_fingerprint", shared_cache: bool = False):
+        """`shared_cache`: the operator's opt-in (worker/cache_policy.py) to share evaluation
+        cache entries across projects; otherwise they are the campaign's project's alone."""
         self.sessions = sessions
         self.engine = engine_of(sessions)
         self.campaign_id = campaign_id
@@ -149,6 +164,7 @@ class CampaignStore:
             if c is None:
                 raise KeyError(f"campaign {campaign_id} not found")
             self.task_key = c.task_key
+            self.cache_scope = cache_scope(c.project_id, shared_cache)
             self.islands = c.islands
             self.dims = dims_from_config(c.config)
             archive_cfg = c.config.get("archive", {})
@@ -311,17 +327,46 @@ class CampaignStore:
         return None
 
     # -- lookup ---------------------------------------------------------------------------
-    def lookup(self, *, code_hash: str | None = None,
-               functional_hash: str | None = None) -> tuple[int, EvalResult] | None:
-        kind, h = ("code", code_hash) if code_hash else ("functional", functional_hash)
+    def _cache_key(self, kind: str, raw_hash: str) -> str:
+        return hashing.cache_key(self.cache_scope, kind, raw_hash)
+
+    def lookup(self, *, run_hash: str | None = None,
+               functional_hash: str | None = None) -> tuple[int | None, EvalResult] | None:
+        """The evaluation cached for this hash in this campaign's scope. In the shared scope
+        the source evaluation may be another project's: its id is not handed out."""
+        kind, h = ("code", run_hash) if run_hash else ("functional", functional_hash)
         if not h:
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(_LOOKUP, {"tk": self.task_key, "kind": kind, "h": h}).first()
-        return (row[0], _result(row)) if row is not None else None
+            row = conn.execute(_LOOKUP, {"tk": self.task_key, "kind": kind,
+                                         "h": self._cache_key(kind, h)}).first()
+        if row is None:
+            return None
+        return (None if self.cache_scope == SHARED_SCOPE else row[0]), _result(row)
 
     # -- commit ---------------------------------------------------------------------------
     def commit(self, child: Child) -> Committed:
+        """Store one iteration. Every candidate-, LLM- and evaluator-supplied value is cleaned
+        first (evolution/sanitize.py: the same rules on SQLite and PostgreSQL, each change noted
+        in the artifacts' `sanitized`), so one bad value costs at most this evaluation. Should the
+        database still refuse the row (a DataError, a value it cannot encode), the iteration is
+        stored as a failed evaluation that says why, and the campaign goes on."""
+        clean = clean_child(child)
+        notes = clean.result.artifacts.get("sanitized")
+        if notes:
+            log.warning("campaign %s iteration %s: values cleaned before storage: %s",
+                        self.campaign_id, child.iteration, "; ".join(notes[:5]))
+        try:
+            return self._write(clean)
+        except (StatementError, ValueError, TypeError) as exc:
+            if isinstance(exc, DBAPIError) and not isinstance(exc, DataError):
+                raise  # connection, lock or schema faults are not this row's fault
+            log.error("campaign %s iteration %s: the database refused the row (%s); storing it "
+                      "as a failed evaluation", self.campaign_id, child.iteration,
+                      type(getattr(exc, "orig", None) or exc).__name__)
+            return self._write(unstorable(clean, exc))
+
+    def _write(self, child: Child) -> Committed:
         """One transaction of Core statements: program, the campaign row (counters and best),
         evaluation, cache entries, then the elite cells (lock order: campaign row first)."""
         r, m = child.result, child.mutation
@@ -378,18 +423,25 @@ class CampaignStore:
                          .order_by(Program.iteration.desc()).limit(self.meta_interval)).all()
         note = build_meta_note([Outcome(st, sc, ps, kind, str((art or {}).get("reason", "")))
                                 for st, sc, ps, kind, art in rows])
+        note = Sanitizer().text(note, "meta_note", max_chars=20_000)  # quotes stored reasons
         s.execute(update(C).where(C.c.id == self.campaign_id).values(meta_note=note))
 
     def _record_cache(self, conn: Connection, child: Child, evaluation_id: int) -> None:
+        """Keys: the run hash (exact source + seed) always; the functional hash only where it
+        determines the score (`child.functional_reuse`); both within this store's scope."""
         r = child.result
+        code_key = child.run_hash if child.code_hash else None  # no hash kept: no entry
+        functional_key = r.functional_hash if child.functional_reuse else None
         if child.cache != CACHE_MISS:
-            conn.execute(_CACHE_HIT, {"b_tk": self.task_key, "b_kind": child.cache,
-                                      "b_h": child.code_hash if child.cache == "code" else r.functional_hash})
+            hit = code_key if child.cache == "code" else r.functional_hash
+            if hit:
+                conn.execute(_CACHE_HIT, {"b_tk": self.task_key, "b_kind": child.cache,
+                                          "b_h": self._cache_key(child.cache, hit)})
         if r.status not in CACHEABLE:
             return
-        rows = [{"task_key": self.task_key, "kind": kind, "hash": h, "evaluation_id": evaluation_id,
-                 "hits": 0}
-                for kind, h in (("code", child.code_hash), ("functional", r.functional_hash)) if h]
+        rows = [{"task_key": self.task_key, "kind": kind, "hash": self._cache_key(kind, h),
+                 "evaluation_id": evaluation_id, "hits": 0}
+                for kind, h in (("code", code_key), ("functional", functional_key)) if h]
         if rows:  # INSERT .. ON CONFLICT DO NOTHING: the first evaluation of a hash answers it
             conn.execute(self._stmts["insert_cache"], rows)
 

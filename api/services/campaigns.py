@@ -6,8 +6,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import quotas
 from api.auth import Principal
 from api.services import Conflict, NotFound, utc
+from api.services.llm_access import check_mutator
 from db.campaigns import FINAL, set_status, summary
 from db.models import Campaign
 from evaluators.base import get_task
@@ -61,13 +63,15 @@ def check_params(spec: CampaignSpec) -> None:
 
 
 def create(sessions: sessionmaker[Session], principal: Principal, spec: CampaignSpec, runner) -> int:
+    check_mutator(sessions, principal, spec)  # LLM endpoints are the operator's (llm_access.py)
     check_params(spec)
-    try:
-        c = create_campaign(sessions, spec, project_id=principal.project_id, status="queued")
-    except SpecError:
-        raise
-    except (ValueError, TypeError) as exc:  # e.g. a seed program the archive cannot size
-        raise SpecError(f"invalid campaign: {exc}") from None
+    with quotas.admit_create(sessions, principal, spec):  # 429/403 beyond a quota
+        try:
+            c = create_campaign(sessions, spec, project_id=principal.project_id, status="queued")
+        except SpecError:
+            raise
+        except (ValueError, TypeError) as exc:  # e.g. a seed program the archive cannot size
+            raise SpecError(f"invalid campaign: {exc}") from None
     if runner.mode == "embedded":
         set_status(sessions, c.id, "running", only_from=("queued",))
     runner.start(c.id)
@@ -113,7 +117,8 @@ def resume(sessions, principal, campaign_id: int, runner) -> None:
             spent = budget_left(c)
             if spent:
                 raise Conflict(f"cannot resume: its {spent} budget is spent")
-    _transition(sessions, principal, campaign_id, "running", ("paused", "queued"))
+    with quotas.admit_resume(sessions, principal, campaign_id):  # 429/403 beyond a quota
+        _transition(sessions, principal, campaign_id, "running", ("paused", "queued"))
     runner.start(campaign_id)
 
 
@@ -122,15 +127,27 @@ def cancel(sessions, principal, campaign_id: int, runner) -> None:
     runner.stop(campaign_id)
 
 
-def remove(sessions, principal, campaign_id: int, runner, *, wait_s: float = 30.0) -> None:
+def remove(sessions, principal, campaign_id: int, runner) -> bool:
+    """Cancel, tell the runner to stop without waiting, and delete. True: deleted now. False:
+    iterations of this process are still in flight; the runner deletes the (cancelled) row
+    once they end, in the background (a row deleted earlier could see its id reused by SQLite
+    while a late commit still carries it). A server thread is never held for a slow iteration."""
     with sessions() as s:
         c = get_campaign(s, principal, campaign_id)
         final = c.status in FINAL
     if not final:
         set_status(sessions, campaign_id, "cancelled", only_from=("queued", "running", "paused"))
-    runner.stop(campaign_id, wait_s=wait_s)
-    with sessions.begin() as s:
-        s.execute(delete(Campaign).where(Campaign.id == campaign_id))
+    runner.stop(campaign_id)
+
+    def delete_row() -> None:
+        with sessions.begin() as s:
+            s.execute(delete(Campaign).where(Campaign.id == campaign_id))
+
+    later = getattr(runner, "delete_when_stopped", None)
+    if later is not None and later(campaign_id, delete_row):
+        return False
+    delete_row()
+    return True
 
 
 def set_schedule(sessions, principal, campaign_id: int, schedule: dict[str, Any] | None) -> None:
