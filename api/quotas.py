@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal
 from worker import quotas
-from worker.spec import CampaignSpec
+from db.campaign_config import CampaignSpec
 
 
 @contextmanager
@@ -41,13 +41,17 @@ def admit_create(sessions: sessionmaker[Session], principal: Principal,
 
 @contextmanager
 def admit_resume(sessions: sessionmaker[Session], principal: Principal,
-                 campaign_id: int) -> Iterator[None]:
-    """Resuming makes a paused campaign active again: the same quotas as a new one."""
-    from api.services.campaigns import get_campaign
+                 campaign_id: int, more_evaluations: int | None = None) -> Iterator[None]:
+    """Resuming makes a paused campaign active again: the same quotas as a new one (with
+    `more_evaluations`, for the budget it will have)."""
+    from api.services.project_campaigns import get_campaign
+    from worker.campaign_service import budget_after
 
     with sessions() as s:
         c = get_campaign(s, principal, campaign_id)
         parallel, asked = c.parallel, quotas.budget_asked(c.config)
+        if more_evaluations is not None:
+            asked = budget_after(c, more_evaluations)
     with _admitted(sessions, principal.project_id, parallel=parallel, max_evaluations=asked,
                    campaign_id=campaign_id):
         yield

@@ -25,3 +25,13 @@ def is_builtin(task: Any) -> bool:
 
 def shares_cache(task: Any) -> bool:
     return os.environ.get(SHARED_CACHE_ENV, "") == "1" and is_builtin(task)
+
+
+def runner_id(sandbox: Any) -> str:
+    """Which sandbox runner evaluates a campaign's candidates, for the code cache's key
+    (evolution/hashing.py `cache_key`): the runner's class, and whether it uses bubblewrap.
+    Candidates can observe the difference, so a code-cache entry answers only in its runner."""
+    if sandbox is None:
+        return ""
+    kind = type(sandbox).__name__
+    return f"{kind}+bwrap" if getattr(sandbox, "bwrap", None) else kind

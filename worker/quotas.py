@@ -26,11 +26,10 @@ from typing import Any, Iterator
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import ACTIVE, FINAL, engine_of
+from db.campaign_rows import ACTIVE, FINAL, engine_of
 from db.models import Campaign
 
 log = logging.getLogger(__name__)
-ADHOC = "adhoc"
 RUNNING_ENV = "EVOFORGE_QUOTA_RUNNING_CAMPAIGNS"
 PARALLEL_ENV = "EVOFORGE_QUOTA_MAX_PARALLEL"
 EVALUATIONS_ENV = "EVOFORGE_QUOTA_EVALUATIONS"
@@ -77,7 +76,7 @@ def _project(q, project_id: int | None):
 def active_campaigns(s: Session, project_id: int | None, *, exclude_id: int | None = None) -> int:
     """Campaigns of the project that are queued or running (the ad-hoc bookkeeping one aside)."""
     q = _project(select(func.count()).select_from(Campaign), project_id).where(
-        Campaign.status.in_(ACTIVE), Campaign.name != ADHOC)
+        Campaign.status.in_(ACTIVE), Campaign.adhoc.is_(False))
     if exclude_id is not None:
         q = q.where(Campaign.id != exclude_id)
     return s.scalar(q) or 0
@@ -93,10 +92,25 @@ def committed_evaluations(status: str, evaluations: int, config: dict[str, Any] 
 
 
 def project_evaluations(s: Session, project_id: int | None, *, exclude_id: int | None = None) -> int:
-    q = _project(select(Campaign.status, Campaign.evaluations, Campaign.config), project_id)
+    """Everything the project's campaigns have done or may still do; the ad-hoc bookkeeping
+    campaign (`POST /evaluations`) counts what it reserved, in-flight evaluations included."""
+    q = _project(select(Campaign.status, Campaign.evaluations, Campaign.config, Campaign.adhoc,
+                        Campaign.iterations_reserved), project_id)
     if exclude_id is not None:
         q = q.where(Campaign.id != exclude_id)
-    return sum(committed_evaluations(*row) for row in s.execute(q))
+    return sum(max(evaluations, reserved or 0) if adhoc
+               else committed_evaluations(status, evaluations, config)
+               for status, evaluations, config, adhoc, reserved in s.execute(q))
+
+
+def check_evaluation(s: Session, project_id: int | None, quotas: Quotas | None = None) -> None:
+    """Raise QuotaExceeded (403) when one more one-off evaluation (`POST /evaluations`) would
+    pass the evaluation quota. Called under `admission` with the reservation committed inside,
+    so parallel requests cannot all pass the last slot."""
+    quotas = quotas or Quotas.from_env()
+    if quotas.evaluations and project_evaluations(s, project_id) + 1 > quotas.evaluations:
+        raise QuotaExceeded(f"this project has used its {quotas.evaluations} evaluations "
+                            "(this server's per-project limit)", 403)
 
 
 def check(s: Session, project_id: int | None, *, parallel: int, max_evaluations: int | None,
