@@ -31,8 +31,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE if os.path.isdir(os.path.join(_HERE, "sandbox")) else
                 os.path.dirname(_HERE))
 
-from sandbox.forkserver import SCIPY_PRELOAD, ForkServerSandbox  # noqa: E402
-from sandbox.subprocess_runner import SubprocessSandbox  # noqa: E402
+from sandbox import make_sandbox  # noqa: E402
 
 CODE = "def f():\n    return 1\n"
 
@@ -83,7 +82,7 @@ def measure(sb, runs: int, warmup: int = 3) -> tuple[list[float], float, float]:
 
 def fork_rows(runs: int, label: str = "") -> list:
     rows = []
-    with ForkServerSandbox() as fork:
+    with make_sandbox("fork") as fork:
         fork.start()
         rows.append((f"fork-server{label} (numpy, default)", measure(fork, runs)))
     return rows
@@ -146,14 +145,17 @@ def main() -> int:
     rows = fork_rows(args.runs)
     if args.baseline:
         rows += baseline_rows(args.baseline, args.runs, "")
-    with ForkServerSandbox(preload=SCIPY_PRELOAD) as fork:
+    from sandbox import SCIPY_PRELOAD  # not in older trees: only the working tree's row
+
+    with make_sandbox("fork", preload=SCIPY_PRELOAD) as fork:
         fork.start()
         rows.append(("fork-server (numpy + scipy preloaded)", measure(fork, args.runs)))
     rows.append(("fresh interpreter (subprocess, no bwrap)",
-                 measure(SubprocessSandbox(use_bwrap=False), args.fresh_runs, warmup=1)))
+                 measure(make_sandbox("subprocess", use_bwrap=False), args.fresh_runs,
+                         warmup=1)))
     if shutil.which("bwrap"):
         rows.append(("fresh interpreter (subprocess + bwrap)",
-                     measure(SubprocessSandbox(use_bwrap=True), args.fresh_runs, warmup=1)))
+                     measure(make_sandbox("bwrap"), args.fresh_runs, warmup=1)))
     if args.load:
         label = f", {args.load} busy loops"
         with Load(args.load):

@@ -47,8 +47,7 @@ def main() -> None:
     a = ap.parse_args()
     sandboxes = {"fork": make_sandbox("fork")}
     try:
-        from sandbox.docker import DockerSandbox
-        docker = DockerSandbox()
+        docker = make_sandbox("docker")
         docker.run("def f():\n    return 1\n", "f", [{}], timeout_s=60, memory_mb=256)
         sandboxes["container"] = docker
     except Exception as exc:  # no engine here: say so, still print the fork-server column

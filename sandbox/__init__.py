@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 from sandbox.base import (ERROR, KILLED, MEMORY, OK, RUN_STATUSES, TIMEOUT, RunResult,
-                          Sandbox)
+                          Sandbox, SandboxUnavailable)
 
-__all__ = ["make_sandbox", "RunResult", "Sandbox", "OK", "ERROR", "TIMEOUT", "MEMORY",
-           "KILLED", "RUN_STATUSES"]
+__all__ = ["make_sandbox", "RunResult", "Sandbox", "SandboxUnavailable", "OK", "ERROR",
+           "TIMEOUT", "MEMORY", "KILLED", "RUN_STATUSES", "SCIPY_PRELOAD"]
+
+# What a fork-server can preload for tasks whose candidates import scipy (make_sandbox("fork",
+# preload=SCIPY_PRELOAD)); the default is numpy only. Kept here so callers need no internals.
+SCIPY_PRELOAD = ("numpy", "scipy", "scipy.optimize", "scipy.spatial", "scipy.linalg",
+                 "scipy.special", "scipy.stats", "scipy.sparse")
 
 
 def make_sandbox(kind: str = "fork", **kw) -> Sandbox:
     """Build a runner: "fork" (default, warm fork-server), "subprocess" (fresh interpreter,
-    bubblewrap when present) or "docker" (containers; imported lazily)."""
+    bubblewrap when present) or "docker" (containers; imported lazily). Keyword arguments go
+    to the runner's constructor."""
     if kind in ("fork", "forkserver"):
         from sandbox.forkserver import ForkServerSandbox
 

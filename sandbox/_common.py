@@ -160,8 +160,10 @@ _SIGNAL_HINTS = {"SIGSEGV": "segmentation fault", "SIGBUS": "bus error",
 
 def build_result(*, timed_out: bool, exit_kind: str, exit_value: int, cpu_s: float,
                  limits: Limits, stdout: str, stderr: str, duration_s: float,
-                 raw: bytes, raw_oversize: bool = False) -> RunResult:
-    """Map what the supervisor observed plus the harness's response to one RunResult."""
+                 raw: bytes, raw_oversize: bool = False, oom_reason: str = "") -> RunResult:
+    """Map what the supervisor observed plus the harness's response to one RunResult (every
+    runner: fork-server, subprocess, Docker). `oom_reason`, from a supervisor that can see an
+    out-of-memory kill (a container's cgroup), makes a run without a response a `memory` one."""
     def res(status: str, reason: str, outputs=None, err: str = stderr) -> RunResult:
         return RunResult(status=status, outputs=outputs or [], stdout=stdout, stderr=err,
                          duration_s=round(duration_s, 6), reason=reason)
@@ -169,6 +171,8 @@ def build_result(*, timed_out: bool, exit_kind: str, exit_value: int, cpu_s: flo
     if timed_out:
         return res(TIMEOUT, f"wall-clock limit of {limits.timeout_s:g} s exceeded; "
                             "the process tree was killed")
+    if oom_reason and not raw:
+        return res(MEMORY, oom_reason)
     if exit_kind == "signal":
         name = signal_name(exit_value)
         if name == "SIGXCPU" or (name == "SIGKILL" and cpu_s >= limits.cpu_s - 0.05):

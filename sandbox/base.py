@@ -2,7 +2,10 @@
 
     run(code, entrypoint, inputs, *, seed, timeout_s, memory_mb, driver=None) -> RunResult
 
-`inputs` is a list of calls, each a dict of keyword arguments for the entrypoint; `outputs`
+`inputs` is a list of calls. A call holds the entrypoint's arguments in the order the task
+documents them, and they are passed positionally: a dict (its names serve the trusted side,
+e.g. `{"n": 26}` for `pack_circles(n)`; a program may name its parameters as it likes) or a
+list. A GPU task's calls get `device` appended, so it is the last parameter. `outputs`
 holds one plain-data value per call (numbers, strings, lists, dicts; numpy arrays come back as
 numpy arrays). A task that needs more than "call the entrypoint" supplies `driver`: trusted
 Python source defining `drive(module, inputs, seed) -> list`, executed inside the sandbox next
@@ -19,6 +22,12 @@ TIMEOUT = "timeout"
 MEMORY = "memory"
 KILLED = "killed"
 RUN_STATUSES = (OK, ERROR, TIMEOUT, MEMORY, KILLED)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host cannot provide what a runner promises: the isolation it needs (root, namespaces),
+    a container engine, an image or a requested device. Raised by run() and start(), never for
+    anything the candidate did (that is a RunResult)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ Infrastructure faults (engine unreachable, image missing, GPU not provided) rais
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import math
@@ -33,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sandbox._common import CLEAN_ENV, encode_request
-from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT, RunResult
+from sandbox._common import CLEAN_ENV, Limits, build_result, encode_request
+from sandbox.base import RunResult, SandboxUnavailable
 
 DEFAULT_IMAGE = "evoforge-eval-base:latest"
 HARNESS_PATH = Path(__file__).with_name("harness.py")
@@ -56,10 +55,6 @@ _BUILD_HINT = (
     "build it with `sudo scripts/setup_podman.sh` (podman, base image {base}) or "
     "`docker build -f docker/evaluator.Dockerfile -t {image} .` (Docker)"
 )
-
-
-class SandboxUnavailable(RuntimeError):
-    """The container engine, the image or a requested device is not available."""
 
 
 class DockerSandbox:
@@ -196,7 +191,7 @@ class DockerSandbox:
             files = {} if timed_out else self._read_out(container)
             state = _inspect_state(container)
             return _result(exit_code, timed_out, files, state, stdout, stderr, duration_s,
-                           timeout_s, memory_mb, self._decoder())
+                           self._limits(timeout_s, memory_mb))
         except docker.errors.APIError as exc:
             raise SandboxUnavailable(f"container engine error: {exc}") from exc
         finally:
@@ -208,7 +203,7 @@ class DockerSandbox:
     def _create(self, timeout_s: float, memory_mb: int) -> Any:
         from docker.types import DeviceRequest, LogConfig, Ulimit
 
-        cpu_s = max(1, math.ceil((timeout_s + self.startup_grace_s) * max(self.cpus, 1.0))) + 1
+        cpu_s = self._cpu_s(timeout_s)
         threads = str(max(1, int(self.cpus)))
         env = dict(
             CLEAN_ENV,  # the same environment as the process runners
@@ -316,8 +311,15 @@ class DockerSandbox:
                         files[name] = tar.extractfile(member).read()
         return files
 
-    def _decoder(self) -> Any:
-        return _load_harness(str(self.harness_path)).decode_outputs
+    def _limits(self, timeout_s: float, memory_mb: int) -> Limits:
+        """The limits this runner sets, as `build_result` reports them."""
+        return Limits(timeout_s=float(timeout_s), memory_mb=int(memory_mb),
+                      cpu_s=self._cpu_s(timeout_s), nofile=self.open_files,
+                      nproc=self.pids_limit, fsize_mb=self.max_file_mb,
+                      scratch_mb=int(self.tmp_mb))
+
+    def _cpu_s(self, timeout_s: float) -> int:
+        return max(1, math.ceil((timeout_s + self.startup_grace_s) * max(self.cpus, 1.0))) + 1
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -343,19 +345,6 @@ def parse_images(spec: str) -> dict[str, str]:
             raise ValueError(f"EVOFORGE_SANDBOX_IMAGES: expected task=image, got {item!r}")
         images[task.strip()] = image.strip()
     return images
-
-
-_HARNESS_MODULES: dict[str, Any] = {}
-
-
-def _load_harness(path: str) -> Any:
-    """The harness module whose file goes into the container (for its `decode_outputs`)."""
-    if path not in _HARNESS_MODULES:
-        spec = importlib.util.spec_from_file_location("evoforge_sandbox_harness", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _HARNESS_MODULES[path] = module
-    return _HARNESS_MODULES[path]
 
 
 def _volume_mount(target: str) -> Any:
@@ -404,69 +393,23 @@ def _oom_kills(cgroup_txt: bytes | None) -> int | None:
     return sum(int(n) for n in found) if found else None
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _result(
-    exit_code: int | None,
-    timed_out: bool,
-    files: dict[str, bytes],
-    state: dict[str, Any],
-    stdout: str,
-    stderr: str,
-    duration_s: float,
-    timeout_s: float,
-    memory_mb: int,
-    decode: Any,
-) -> RunResult:
-    def result(status: str, reason: str, outputs: list | None = None, err: str = stderr):
-        return RunResult(status=status, outputs=outputs or [], stdout=stdout, stderr=err,
-                         duration_s=duration_s, reason=reason)
-
-    if timed_out:
-        return result(TIMEOUT, f"wall time limit of {timeout_s:g}s exceeded")
-    if "__too_large__" in files:
-        return result(ERROR, "response larger than the sandbox's output limit")
-    response = _parse(files.get("response.json"))
-    if response is not None:
-        status = response.get("status")
-        reason = str(response.get("reason") or "")
-        trace = str(response.get("traceback") or "")
-        err = stderr + ("\n" if stderr and trace else "") + trace if trace not in stderr else stderr
-        if status == OK:
-            try:
-                return result(OK, "", decode(response.get("outputs") or []))
-            except Exception as exc:
-                return result(ERROR, f"undecodable outputs: {exc}")
-        if status == MEMORY:
-            return result(MEMORY, reason or f"out of memory (limit {memory_mb} MB)", err=err)
-        return result(ERROR, reason or "candidate failed", err=err)
-    oom = _oom_kills(files.get("cgroup.txt"))
-    if state.get("OOMKilled") or (oom or 0) > 0:
-        return result(MEMORY, f"killed by the out-of-memory killer (limit {memory_mb} MB)")
+def _result(exit_code: int | None, timed_out: bool, files: dict[str, bytes],
+            state: dict[str, Any], stdout: str, stderr: str, duration_s: float,
+            limits: Limits) -> RunResult:
+    """What the engine reported, in the terms of the shared `build_result`: the shell wrapper's
+    exit code 128 + N means the harness died of signal N, and the cgroup's OOM-kill counter (or
+    the engine's OOMKilled) tells a memory kill apart from other deaths."""
+    raw = files.get("response.json") or b""
     code = exit_code if exit_code is not None else int(state.get("ExitCode", -1))
-    if code > 128:
-        sig = code - 128
-        if sig == signal.SIGKILL and oom is None:
-            # the wrapper itself died, so the counter is unknown: SIGKILL at a memory limit
-            return result(MEMORY, f"killed by SIGKILL, most likely the {memory_mb} MB limit")
-        if sig == signal.SIGXCPU:
-            return result(TIMEOUT, "CPU time limit exceeded")
-        return result(KILLED, f"killed by {_signal_name(sig)}")
-    if code != 0:
-        return result(ERROR, f"harness exited with code {code} and no response")
-    return result(ERROR, "harness exited without writing a response")
-
-
-def _parse(raw: bytes | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    exit_kind, exit_value = ("signal", code - 128) if code > 128 else ("code", code)
+    oom = _oom_kills(files.get("cgroup.txt"))
+    oom_reason = ""
+    if state.get("OOMKilled") or (oom or 0) > 0:
+        oom_reason = f"killed by the out-of-memory killer (limit {limits.memory_mb} MB)"
+    elif exit_kind == "signal" and exit_value == signal.SIGKILL and oom is None:
+        # the wrapper itself died, so the counter is unknown: SIGKILL at a memory limit
+        oom_reason = f"killed by SIGKILL, most likely the {limits.memory_mb} MB limit"
+    return build_result(timed_out=timed_out, exit_kind=exit_kind, exit_value=exit_value,
+                        cpu_s=0.0, limits=limits, stdout=stdout, stderr=stderr,
+                        duration_s=duration_s, raw=b"" if timed_out else raw,
+                        raw_oversize="__too_large__" in files, oom_reason=oom_reason)

@@ -5,10 +5,14 @@ Standalone (stdlib + numpy only) so every runner can use it:
     python3 harness.py REQUEST.json RESPONSE.json      # subprocess, bubblewrap, Docker
     run_request(request) -> response                   # the fork-server calls it directly
 
-REQUEST:  {"code": str, "entrypoint": str, "inputs": [{kwargs}, ...], "seed": int, "driver": str|null,
+REQUEST:  {"code": str, "entrypoint": str, "inputs": [call, ...], "seed": int, "driver": str|null,
            "driver_code": {"magic": hex, "marshal": base64}|null (the driver, compiled by the
            trusted side; used when `magic` is this interpreter's, else the source is compiled)}
 RESPONSE: {"status": "ok"|"error"|"memory", "outputs": [...], "reason": str, "traceback": str}
+
+A call is the entrypoint's arguments, passed positionally: a list, or a dict whose values are
+passed in its order (its names are for the trusted side: scoring, logs). So `pack_circles(count)`
+works as well as `pack_circles(n)`. A driver gets the calls as they are.
 
 Outputs are converted in the candidate's process with exact type checks: int, float, bool, str,
 None, list, tuple (becomes a list), dict with str keys, numpy ndarrays of bool/int/uint/float
@@ -53,6 +57,7 @@ OK, ERROR, MEMORY = "ok", "error", "memory"
 _type = type
 _ENCODER = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
 _len = len
+_dict, _dict_values = dict, dict.values
 _MAGIC = importlib.util.MAGIC_NUMBER.hex()
 _isfinite = math.isfinite
 _ndarray = np.ndarray
@@ -257,10 +262,11 @@ def run_request(request: dict) -> dict:
             if fn is None or not callable(fn):
                 return _response(ERROR, reason=f"the program does not define {entrypoint}()")
             outputs, budget = [], [MAX_OUTPUT_BYTES]
-            for i, kwargs in enumerate(inputs):
+            for i, call in enumerate(inputs):
                 stage = f"calling {entrypoint} on input {i}"
+                args = _dict_values(call) if _type(call) is _dict else call
                 # Encode at once: later calls cannot mutate what an earlier call returned.
-                outputs.append(_encode(fn(**kwargs), 0, budget, f"output[{i}]"))
+                outputs.append(_encode(fn(*args), 0, budget, f"output[{i}]"))
         return _response(OK, outputs)
     except MemoryError as exc:
         return _response(MEMORY, reason=f"memory limit while {stage}: {_exc_summary(exc)}",

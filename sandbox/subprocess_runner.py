@@ -29,7 +29,7 @@ from typing import Any
 
 from sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
                              build_result, encode_request, tail_text)
-from sandbox.base import RunResult
+from sandbox.base import RunResult, SandboxUnavailable
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
 _IN_VIEW = "/run/evoforge"
@@ -38,11 +38,12 @@ _IN_VIEW = "/run/evoforge"
 class SubprocessSandbox:
     def __init__(self, *, use_bwrap: bool | None = None, scratch_mb: int = 64, nproc: int = 64):
         if os.geteuid() != 0:
-            raise RuntimeError("SubprocessSandbox needs root to switch to unprivileged sandbox "
-                               "uids; use the Docker sandbox otherwise (docs/sandbox.md)")
+            raise SandboxUnavailable("SubprocessSandbox needs root to switch to unprivileged "
+                                     "sandbox uids; use the Docker sandbox otherwise "
+                                     "(docs/sandbox.md)")
         self.bwrap = shutil.which("bwrap") if use_bwrap in (None, True) else None
         if use_bwrap and not self.bwrap:
-            raise RuntimeError("bubblewrap (bwrap) is not installed")
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
         self._limits_kw = {"scratch_mb": scratch_mb, "nproc": nproc}
         self.python = sys.executable  # the venv's own path: its site-packages come with it
 

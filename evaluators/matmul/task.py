@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluators.base import FeatureDim, Resources, Stage
-from evaluators.matmul import verify
+import evaluators.matmul.verify as verify
 from evaluators.matmul.ranks import best_known_rank
 from evolution.types import StageResult
 
@@ -79,6 +79,7 @@ class MatmulTask:
 
     def probe(self, params: BaseModel) -> list[dict[str, Any]]:
         # The full call: deterministic given the seed, so the probe is the whole evaluation.
+        # decompose(n, m, p): the sandbox passes the values positionally, in this order.
         return [{"n": params.n, "m": params.m, "p": params.p}]
 
     def stages(self, params: BaseModel) -> list[Stage]:

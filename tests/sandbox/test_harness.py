@@ -145,3 +145,14 @@ def test_driver_travels_compiled_and_falls_back_to_its_source():
     assert broken["driver_code"] is None
     resp = harness.run_request(broken)
     assert resp["status"] == "error" and "SyntaxError" in resp["reason"]
+
+
+def test_calls_are_positional_in_their_order_whatever_the_names():
+    """Issue 12 item 9: a call's values go in order; a program may name its parameters freely."""
+    code = "def f(count, scale=1):\n    return count * scale\n"
+    resp = harness.run_request({"code": code, "entrypoint": "f", "seed": 0, "driver": None,
+                                "inputs": [{"n": 2}, {"n": 3, "s": 10}, [4], [5, 2]]})
+    assert resp["status"] == "ok" and resp["outputs"] == [2, 30, 4, 10], resp
+    extra = harness.run_request({"code": "def f(n):\n    return n\n", "entrypoint": "f",
+                                 "inputs": [{"n": 1, "m": 2}], "seed": 0, "driver": None})
+    assert extra["status"] == "error" and "TypeError" in extra["reason"]

@@ -1,208 +1,27 @@
-"""ForkServerSandbox: the default runner. A warm server forks one isolated child per candidate.
+"""The fork-server itself: a warm interpreter that forks candidates and supervises every run.
 
-    client (worker process)          server (warm, numpy imported, private root, supervisor of
-                                             every run in one poll loop)
-    run() --socketpair end + limits--> unshare(pid); fork C ahead of time; setns(own pid ns)
-                                        C: PID 1 of the new pid namespace; closes the server's
-                                           fds; unshare(mount, ipc, net); /proc; waits for a job
-                                        job -> C: reads the request from the client's socket,
-                                           tmpfs /tmp, rlimits, drop to uid 600xx,
-                                           no_new_privs, seccomp filter,
-                                           harness.run_request -> fd 3
-                                        server: wall clock (SIGKILL C = kill the namespace),
-                                           64 KiB stdout/stderr tails, result from fd 3
-    <---------- header JSON + raw result over the socketpair --------------
-    build_result() -> RunResult (outputs decoded by trusted code)
-
-Requests travel over a per-run socketpair whose end is passed with SCM_RIGHTS, so concurrent
-run() calls from threads are independent. The server itself starts with a scrubbed environment
-(no secrets in its memory) and pivot_roots once into a read-only view holding only what Python
-needs. One fork per run (see docs/sandbox.md for the measurements). If the server dies, its
-candidates die with it and the next run() starts a new one.
+It starts with a scrubbed environment, imports numpy (and whatever else is preloaded), unshares
+its mount namespace and pivot_roots once into a read-only view holding only what Python needs.
+Then one poll loop, no threads: it keeps candidates forked ahead (child.py), hands each job to
+one, enforces the wall clock, keeps capped stdout/stderr tails, reads the result and answers the
+client (client.py). One fork per run (see docs/sandbox.md for the measurements).
 """
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import os
 import select
 import signal
 import socket
-import struct
-import subprocess
-import sys
-import threading
 import time
 from typing import Any
 
-from sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                             build_result, encode_request, tail_text)
-from sandbox.base import ERROR, RunResult
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[2]); "
-         "from sandbox.forkserver import serve; serve(int(sys.argv[1]))")
-_HDR = struct.Struct("!I")
-# What the warm server imports. numpy only by default: every preloaded module enlarges the
-# server and so the cost of each fork (scipy's common submodules double it, see docs/sandbox.md).
-_PRELOAD = ("numpy",)
-SCIPY_PRELOAD = ("numpy", "scipy", "scipy.optimize", "scipy.spatial", "scipy.linalg",
-                 "scipy.special", "scipy.stats", "scipy.sparse")
-
-
-class SandboxUnavailable(RuntimeError):
-    """The host cannot provide the isolation this runner promises."""
-
-
-# =============================================================================== client
-
-
-class ForkServerSandbox:
-    """Warm fork-server runner; thread-safe; one server process per instance."""
-
-    def __init__(self, *, scratch_mb: int = 64, nproc: int = 64, preload: tuple = _PRELOAD,
-                 start_timeout_s: float = 120.0):
-        self._limits_kw = {"scratch_mb": scratch_mb, "nproc": nproc}
-        self._preload = preload
-        self._start_timeout_s = start_timeout_s
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._ctl: socket.socket | None = None
-
-    # -- server lifecycle
-
-    def _start(self) -> None:
-        if os.geteuid() != 0 and not _userns_available():
-            raise SandboxUnavailable(
-                "ForkServerSandbox needs root (to switch to unprivileged sandbox uids) or "
-                "unprivileged user namespaces; neither is available. Use the Docker sandbox.")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(CLEAN_ENV, EVOFORGE_PRELOAD=",".join(self._preload))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), _ROOT],
-            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, close_fds=True)
-        theirs.close()
-        ours.settimeout(self._start_timeout_s)
-        try:
-            msg = ours.recv(65536)
-        except socket.timeout:
-            msg = b'{"error": "the sandbox server did not start in time"}'
-        ours.settimeout(None)
-        info = json.loads(msg or b'{"error": "the sandbox server exited during start-up"}')
-        if "error" in info:
-            ours.close()
-            self._kill_server()
-            raise SandboxUnavailable(f"fork-server failed to start: {info['error']}")
-        self._ctl = ours
-
-    def _kill_server(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
-
-    def _dispatch(self, header: bytes, fd: int) -> None:
-        """Hand one request socket to the server, (re)starting it when needed."""
-        with self._lock:
-            for attempt in (1, 2):
-                if self._ctl is None or self._proc is None or self._proc.poll() is not None:
-                    if self._ctl is not None:
-                        self._ctl.close()
-                        self._ctl = None
-                    self._kill_server()
-                    self._start()
-                try:
-                    socket.send_fds(self._ctl, [header], [fd])
-                    return
-                except OSError:
-                    if attempt == 2:
-                        raise
-                    self._ctl.close()
-                    self._ctl = None
-
-    def server_pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def start(self) -> "ForkServerSandbox":
-        """Start the server now (otherwise the first run() does)."""
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._start()
-        return self
-
-    def close(self) -> None:
-        with self._lock:
-            if self._ctl is not None:
-                self._ctl.close()
-                self._ctl = None
-            self._kill_server()
-
-    def __enter__(self) -> "ForkServerSandbox":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- one run
-
-    def run(self, code: str, entrypoint: str, inputs: list[dict[str, Any]], *, seed: int = 0,
-            timeout_s: float = 10.0, memory_mb: int = 1024,
-            driver: str | None = None) -> RunResult:
-        limits = Limits.make(timeout_s, memory_mb, **self._limits_kw)
-        request = encode_request(code, entrypoint, inputs, seed, driver)
-        for attempt in (1, 2):
-            with UidLease() as lease:
-                got = self._run_once(request, limits, lease.uid)
-            if got is not None:
-                return got
-            # The server or supervisor vanished before answering: retry once on a fresh server.
-        return RunResult(status=ERROR, reason="the sandbox supervisor died without an answer")
-
-    def _run_once(self, request: bytes, limits: Limits, uid: int) -> RunResult | None:
-        header = json.dumps({"uid": uid, "limits": limits.__dict__}).encode()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with ours:
-            try:
-                self._dispatch(header, theirs.fileno())
-            finally:
-                theirs.close()
-            ours.settimeout(limits.timeout_s + 60.0)
-            try:
-                ours.sendall(request)
-                ours.shutdown(socket.SHUT_WR)
-                blob = _recv_all(ours, RESULT_CAP + 4 * TAIL_BYTES + 65536)
-            except (OSError, socket.timeout):
-                return None
-        if len(blob) < _HDR.size:
-            return None
-        (n,) = _HDR.unpack_from(blob)
-        info = json.loads(blob[_HDR.size:_HDR.size + n])
-        return build_result(limits=limits, raw=blob[_HDR.size + n:], **info)
-
-
-def _recv_all(sock: socket.socket, cap: int) -> bytes:
-    chunks, total = [], 0
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > cap:
-            raise OSError("sandbox answer too large")
-        chunks.append(chunk)
-
-
-def _userns_available() -> bool:
-    return False  # see docs/sandbox.md: the non-root mode is not implemented yet
-
-
-# =============================================================================== server
-
+from sandbox._common import CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, tail_text
+from sandbox.forkserver import child
+from sandbox.forkserver.wire import ANSWER_HEADER
 
 POOL_SIZE = 2            # candidates forked ahead, waiting for a job
-_SECCOMP: bytes | None = None  # the candidates' syscall filter (sandbox/_linux.py)
 _GRACE_S = 0.25          # a candidate that closed its channels without a result may still exit
 
 
@@ -236,9 +55,8 @@ def serve(ctl_fd: int) -> None:
         _fsview.enter_private_root()
         harness.run_request({"code": "def f():\n    return 1\n", "entrypoint": "f",
                              "inputs": [{}]})  # warm up lazy imports and caches
-        global _SECCOMP
-        _SECCOMP = L.seccomp_program()  # built once; every child loads it before the candidate
-        server = _Server(ctl, own_pidns, statm)
+        seccomp = L.seccomp_program()  # built once; every child loads it before the candidate
+        server = _Server(ctl, own_pidns, statm, seccomp)
         gc.collect()
         gc.freeze()  # children's GC never touches (copies) the server's objects
         gc.disable()
@@ -292,8 +110,8 @@ class _Server:
     answers the client and SIGKILLs C (= the whole pid namespace).
     """
 
-    def __init__(self, ctl: socket.socket, own_pidns: int, statm: int):
-        self.ctl, self.own_pidns, self.statm = ctl, own_pidns, statm
+    def __init__(self, ctl: socket.socket, own_pidns: int, statm: int, seccomp: bytes | None):
+        self.ctl, self.own_pidns, self.statm, self.seccomp = ctl, own_pidns, statm, seccomp
         self.poller = select.poll()
         self.poller.register(ctl, select.POLLIN)
         self.idle: list[_Candidate] = []
@@ -388,7 +206,7 @@ class _Server:
             raise
         if pid == 0:
             try:
-                _candidate_main(theirs.detach(), [w for _r, w in pipes])
+                child.main(theirs.detach(), [w for _r, w in pipes], self.seccomp)
             finally:
                 os._exit(70)
         L.setns(self.own_pidns, L.CLONE_NEWPID)  # later children: back in our pid namespace
@@ -545,7 +363,7 @@ class _Server:
                 "raw_oversize": run.cut[res_r]}
         raw = bytes(run.bufs[res_r]) if not run.cut[res_r] else b""
         head = json.dumps(info).encode()
-        run.answer = memoryview(_HDR.pack(len(head)) + head + raw)
+        run.answer = memoryview(ANSWER_HEADER.pack(len(head)) + head + raw)
         run.bufs = {}
         run.client.setblocking(False)
         self._watch(run.client.fileno(), "client", run, select.POLLOUT)
@@ -562,84 +380,3 @@ class _Server:
         self._unwatch(run.client.fileno())
         run.client.close()
         self.runs.discard(run)
-
-
-# =============================================================================== candidate
-
-
-def _candidate_main(job_fd: int, writers: list[int]) -> None:
-    """C, just forked by the server as PID 1 of a new pid namespace: set up, wait for a job."""
-    from sandbox import _linux as L
-
-    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
-    # Lift the sources above 4 first so no dup2 below clobbers another source; then keep
-    # only 0-4: every other fd of the server (other runs' sockets and pipes) is closed.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in writers + [job_fd]]
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    for target, fd in zip((1, 2, 3, 4), high):
-        os.dup2(fd, target)
-    os.closerange(5, 1 << 20)
-    try:
-        os.setsid()
-        # Our own mount, ipc and network namespaces (the pid namespace came with the fork).
-        L.unshare(L.CLONE_NEWNS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
-        L.mount("proc", "/proc", "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
-        for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.alarm(0)
-        job = socket.socket(fileno=4)
-        msg, fds, _flags, _addr = socket.recv_fds(job, 65536, 1)
-    except BaseException:  # noqa: BLE001 - set-up failed: say why on stderr
-        import traceback
-
-        os.write(2, traceback.format_exc().encode()[-2000:])
-        os._exit(70)
-    if not msg or len(fds) != 1:
-        os._exit(0)  # the server went away while we were idle
-    job.close()
-    client = socket.socket(fileno=fds[0])
-    header = json.loads(msg)
-    limits = Limits(**header["limits"])
-    uid = int(header["uid"])
-    request = _recv_all(client, 1 << 30)
-    client.close()  # the answer goes back through the server only
-    from sandbox import _fsview
-
-    _fsview.mount_scratch(f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
-    _candidate(request, limits, uid)
-
-
-def _candidate(request: bytes, limits: Limits, uid: int) -> None:
-    """C: PID 1 of a fresh pid namespace. Trusted set-up, then the harness runs the candidate."""
-    from sandbox import _linux as L
-    from sandbox import harness
-
-    os.chdir("/tmp")  # the scratch tmpfs mounted for this run
-    harness.apply_limits(limits.rlimits())
-    harness.drop_privileges(uid, uid)
-    L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-    L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change: set it again
-    L.prctl(L.PR_SET_DUMPABLE, 0)
-    if _SECCOMP is not None:
-        L.seccomp_load(_SECCOMP)
-    gc.enable()  # the server's frozen objects stay out of the candidate's collections
-    try:
-        req = json.loads(request)
-        del request
-        blob = harness.dump_response(harness.run_request(req))
-    except MemoryError:
-        blob = b'{"status": "memory", "outputs": [], "reason": "memory limit", "traceback": ""}'
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001 - the candidate may have replaced or closed it
-            pass
-    view = memoryview(blob)
-    while view:
-        try:
-            view = view[os.write(3, view):]
-        except OSError:
-            break
-    os.closerange(0, 4)  # EOF on every channel tells the supervisor the answer is complete
-    os._exit(0)
