@@ -1,6 +1,12 @@
 """Which model answers the next mutation: a weighted ensemble, rests for failing models, an
 optional upper-confidence bandit by improvement per cost, and the price table behind `cost_usd`.
 
+What the bandit learns is an `ArmStats` per model. A worker does not keep it: the store's commit
+adds each outcome (`ArmStats.of_outcome`) to the campaign's row of that model in the database,
+and the mutator `load`s the campaign's rows before every choice, so 1 or N workers (threads or
+Celery processes) choose alike. Rests stay in the process: they are about an endpoint's health
+right now, which each worker learns with its own next call.
+
 Pure logic: the clock is injected and every random choice takes the caller's `random.Random`,
 so a seeded run picks the same models. Thread-safe: parallel workers share one `Ensemble`.
 """
@@ -111,14 +117,43 @@ def _price(p: float, c: float, name: str) -> Price:
 
 # --------------------------------------------------------------------------- ensemble
 
+@dataclass(frozen=True)
+class ArmStats:
+    """What the bandit knows of one model: evaluated outcomes (`pulls`), how many of them were
+    valid programs, the summed improvement over the parent, and the spend (USD, or millions of
+    tokens for a free model)."""
+
+    pulls: int = 0
+    valid: int = 0
+    improvement: float = 0.0
+    spend: float = 0.0
+
+    @classmethod
+    def of_outcome(cls, improvement: float, cost_usd: float, tokens: int = 0,
+                   valid: bool = True) -> "ArmStats":
+        """One outcome as an increment: improvement = max(0, child - parent score)."""
+        gain = max(0.0, float(improvement)) if math.isfinite(improvement) else 0.0
+        spend = cost_usd if cost_usd > 0 else max(0, tokens) / 1e6
+        return cls(pulls=1, valid=int(bool(valid)), improvement=gain, spend=spend)
+
+    def __add__(self, other: "ArmStats") -> "ArmStats":
+        return ArmStats(self.pulls + other.pulls, self.valid + other.valid,
+                        self.improvement + other.improvement, self.spend + other.spend)
+
+
+def improvement_of(parent_score: float | None, score: float | None, ok: bool) -> float:
+    """The bandit's gain of one outcome: how much a valid child beat its parent (never < 0)."""
+    if not ok or score is None or parent_score is None:
+        return 0.0
+    return max(0.0, score - parent_score)
+
+
 @dataclass
 class _Arm:
     spec: ModelSpec
     failures: int = 0            # consecutive
     rested_until: float = 0.0
-    pulls: int = 0               # outcomes recorded for the bandit
-    improvement: float = 0.0
-    spend: float = 0.0           # USD, or millions of tokens for free models
+    learned: ArmStats = ArmStats()
     stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "failures": 0})
 
 
@@ -129,9 +164,12 @@ class Ensemble:
       ends first (a choice never blocks).
     - `report_failure(model)` rests it for `cooldown_s`, doubled per consecutive failure up to
       `max_cooldown_s`; `report_success(model)` clears that.
-    - With `bandit=True`, `record_outcome(model, improvement, cost_usd, tokens)` feeds an
-      upper-confidence rule on improvement per cost (USD, or tokens when the model is free);
-      untried models go first, weights break ties.
+    - With `bandit=True`, an upper-confidence rule on the models' `ArmStats` (`load` them from
+      the database, or `record_outcome` one by one): the share of valid programs plus the
+      improvement per cost (USD, or tokens when the model is free), scaled to the best model's,
+      plus the exploration bonus. Untried models go first, weights break ties. A model whose
+      replies never make a valid program falls behind one whose replies do, even before any
+      model has improved on its parent.
     """
 
     def __init__(self, models: Iterable[ModelSpec | str], *, prices: PriceTable | None = None,
@@ -170,16 +208,17 @@ class Ensemble:
             return _weighted(ready, rng)
 
     def _ucb(self, ready: list[_Arm], rng: random.Random) -> str:
-        untried = [a for a in ready if a.pulls == 0]
+        untried = [a for a in ready if a.learned.pulls == 0]
         if untried:
             return _weighted(untried, rng)
-        rates = {a.spec.name: a.improvement / max(a.spend, 1e-12) for a in ready}
+        rates = {a.spec.name: a.learned.improvement / max(a.learned.spend, 1e-12) for a in ready}
         scale = max((abs(r) for r in rates.values()), default=0.0) or 1.0
-        total = sum(a.pulls for a in ready)
+        total = sum(a.learned.pulls for a in ready)
         best, best_val = [], -math.inf
         for a in ready:
-            val = rates[a.spec.name] / scale + self.exploration * math.sqrt(
-                2 * math.log(total) / a.pulls)
+            s = a.learned
+            val = s.valid / s.pulls + rates[a.spec.name] / scale + self.exploration * math.sqrt(
+                2 * math.log(total) / s.pulls)
             if val > best_val + 1e-12:
                 best, best_val = [a], val
             elif abs(val - best_val) <= 1e-12:
@@ -207,23 +246,28 @@ class Ensemble:
             return rest
 
     def record_outcome(self, model: str, improvement: float, cost_usd: float,
-                       tokens: int = 0) -> None:
-        """Feed the bandit after evaluation: `improvement` = max(0, child - parent score)."""
+                       tokens: int = 0, valid: bool = True) -> None:
+        """Feed the bandit one evaluated outcome: `improvement` = max(0, child - parent score)."""
         with self._lock:
             a = self._arms.get(model)
-            if a is None:
-                return
-            a.pulls += 1
-            a.improvement += max(0.0, float(improvement)) if math.isfinite(improvement) else 0.0
-            a.spend += cost_usd if cost_usd > 0 else tokens / 1e6
+            if a is not None:
+                a.learned = a.learned + ArmStats.of_outcome(improvement, cost_usd, tokens, valid)
+
+    def load(self, learned: Mapping[str, ArmStats]) -> None:
+        """Replace what the bandit knows with `learned` (the campaign's rows in the database);
+        a model without a row is untried."""
+        with self._lock:
+            for name, a in self._arms.items():
+                a.learned = learned.get(name, ArmStats())
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Per-model counters for run summaries and dashboards."""
         now = self._clock()
         with self._lock:
             return {n: {"weight": a.spec.weight, "calls": a.stats["calls"],
-                        "failures": a.stats["failures"], "pulls": a.pulls,
-                        "improvement": a.improvement, "spend": a.spend,
+                        "failures": a.stats["failures"], "pulls": a.learned.pulls,
+                        "valid": a.learned.valid, "improvement": a.learned.improvement,
+                        "spend": a.learned.spend,
                         "resting_s": max(0.0, a.rested_until - now)}
                     for n, a in self._arms.items()}
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from evolution import prompts
 from evolution.diff import apply_reply
-from evolution.ensemble import Ensemble
+from evolution.ensemble import ArmStats, Ensemble
 from evolution.program import syntax_check
 from evolution.types import Mutation
 
@@ -94,19 +94,13 @@ class LLMMutator:
             raise ValueError("prompt_config.diff_mode disagrees with diff_mode")
         self.ideas = ideas
         self._reserve, self._release = _budget_hooks(budget)
+        self._learned: Callable[[], Mapping[str, ArmStats]] | None = None
 
     # ------------------------------------------------------------------ Mutator protocol
-    def observe(self, selection: Any, mutation: Mutation, result: Any) -> None:
-        """After evaluation: feed the ensemble's bandit with improvement over the parent."""
-        if not mutation.model:
-            return
-        parent = selection.parent
-        base = parent.score if parent is not None and parent.score is not None else None
-        gain = 0.0
-        if result.ok and result.score is not None:
-            gain = result.score - base if base is not None else 0.0
-        self.ensemble.record_outcome(mutation.model, max(0.0, gain), mutation.cost_usd,
-                                     mutation.prompt_tokens + mutation.completion_tokens)
+    def learn_from(self, read: Callable[[], Mapping[str, ArmStats]]) -> None:
+        """Before every choice, load the bandit's statistics from `read` (the campaign's rows in
+        the database, which the store's commit updates): every worker then knows every outcome."""
+        self._learned = read
 
     def mutate(self, selection: Any, rng: random.Random) -> Mutation:
         parent = selection.parent
@@ -114,6 +108,8 @@ class LLMMutator:
         if parent is None or not parent.code:
             return Mutation(code=None, kind=kind, error="no parent program to edit")
         tally, extra = _Tally(), {}
+        if self._learned is not None:
+            self.ensemble.load(self._learned())
         model = self.ensemble.choose(rng)
         try:
             idea = None

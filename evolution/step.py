@@ -1,15 +1,20 @@
-"""One iteration of evolution, written against protocols.
+"""One iteration of evolution, written against protocols, in two halves.
 
-    select -> mutate -> dedupe (run hash) -> probe (functional hash) -> evaluate -> commit
+    propose:  select -> mutate                                   -> Proposal
+    complete: novelty gate -> dedupe (run hash) -> probe (functional hash) -> evaluate -> commit
 
-The embedded executor and the Celery workers both call `run_iteration`; only the objects passed
-in differ (a SQLite or PostgreSQL store, a fork-server or container sandbox, a local or LLM
-mutator). Every failure becomes a recorded result, never an exception that kills a worker.
+The embedded executor runs both halves in one thread (`run_iteration`); Celery runs `propose` on
+the `llm` queue and `complete` on `eval`/`gpu`, the `Proposal` travelling as JSON. Only the
+objects passed in differ (a SQLite or PostgreSQL store, a fork-server or container sandbox, a
+local or LLM mutator). What a mutator learns (bandit statistics, the meta note) is written by the
+store's commit and read back before the next choice, so no half keeps it in memory. Every failure
+becomes a recorded result, never an exception that kills a worker.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +50,7 @@ class Child:
     cache_source_id: int | None = None  # the evaluation reused on a cache hit
     run_hash: str | None = None         # code-cache key: exact source + seed (hashing.run_hash)
     functional_reuse: bool = False      # the functional hash determines the score: cache it
+    parent_score: float | None = None   # the bandit's improvement is measured against it
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,36 @@ class Committed:
     new_best: bool
     result: EvalResult
     cache: str
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The first half's message to the second: where the child goes and the mutation that made
+    it. Self-contained (no parent lookup needed), so Celery carries it as JSON from the `llm`
+    queue to `eval`/`gpu`, and the embedded executor hands it over in memory."""
+
+    iteration: int
+    island: int
+    parent_id: int | None
+    parent_generation: int | None
+    parent_score: float | None
+    mutation: Mutation
+
+    @property
+    def generation(self) -> int:
+        return 0 if self.parent_generation is None else self.parent_generation + 1
+
+    def to_json(self) -> str:
+        """JSON text; values JSON cannot hold (in `mutation.extra`) are written as strings."""
+        return json.dumps(dataclasses.asdict(self), default=str, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Proposal":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(Mutation)}
+        mutation = Mutation(**{k: v for k, v in data.pop("mutation").items() if k in known})
+        return cls(mutation=mutation, **{f.name: data[f.name] for f in dataclasses.fields(cls)
+                                         if f.name != "mutation"})
 
 
 class Store(Protocol):
@@ -115,18 +151,48 @@ def evaluate_code(code: str, *, store: Store, evaluator: Evaluator, seed: int
     return evaluator.evaluate(code, seed, probe), CACHE_MISS, None
 
 
-def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator,
-                  evaluator: Evaluator, seed: int) -> Committed:
+# -- issue 12 item 11 hook (owner: evolution/ast_mutator.py): keep it when restructuring ---------
+def mutate_unseen(mutator: Mutator, selection: Selection, rng: random.Random, *, store: Store,
+                  seed: int) -> Mutation:
+    """`mutator.mutate`, told (when it `takes_seen`, as the local AST mutator does) which code
+    the campaign already has: `store.has_code(code)`, one indexed lookup per draw. Only the
+    campaign's own programs count, so a campaign replays the same way whatever else its
+    project's cache holds."""
+    seen = getattr(store, "has_code", None)
+    if seen is None or not getattr(mutator, "takes_seen", False):
+        return mutator.mutate(selection, rng)
+    return mutator.mutate(selection, rng, seen=seen)
+# -- end of the item 11 hook ----------------------------------------------------------------------
+
+
+def island_of(iteration: int, islands: int) -> int:
+    """The island an iteration works on: the seed (iteration 0) on island 0, then round-robin."""
+    return 0 if iteration == 0 else (iteration - 1) % max(1, islands)
+
+
+def propose(iteration: int, island: int, *, store: Store, mutator: Mutator, seed: int) -> Proposal:
+    """The first half: select a parent on `island` and mutate it. A mutator failure (a bug, an
+    LLM error) becomes a proposal without code that says why."""
     rng = iteration_rng(seed, iteration)
     selection = store.select(island, rng)
-    parent = selection.parent
     try:
-        mutation = mutator.mutate(selection, rng)
+        mutation = mutate_unseen(mutator, selection, rng, store=store, seed=seed)
     except Exception as exc:  # a mutator bug or an LLM failure is a recorded outcome
         mutation = Mutation(code=None, kind="error", error=f"mutator failed: {exc!r}",
                             extra={"traceback": traceback.format_exc(limit=5)})
-    code, cache, source = mutation.code, CACHE_MISS, None
-    near = store.near_duplicate(selection.island, code) if code is not None else None
+    parent = selection.parent
+    return Proposal(iteration=iteration, island=selection.island,
+                    parent_id=parent.id if parent else None,
+                    parent_generation=parent.generation if parent else None,
+                    parent_score=parent.score if parent else None, mutation=mutation)
+
+
+def complete(proposal: Proposal, *, store: Store, evaluator: Evaluator, seed: int) -> Committed:
+    """The second half: novelty gate, dedupe, probe, evaluate, commit. The store's commit also
+    records what the mutator learns (per-model bandit statistics, the meta note)."""
+    mutation, code = proposal.mutation, proposal.mutation.code
+    cache, source = CACHE_MISS, None
+    near = store.near_duplicate(proposal.island, code) if code is not None else None
     if code is None:
         result = EvalResult(status=REJECTED, score=None,
                             artifacts={"reason": mutation.error or "no program produced"})
@@ -140,19 +206,18 @@ def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator
                                 artifacts={"reason": f"evaluator failed: {exc!r}",
                                            "traceback": traceback.format_exc(limit=5)})
     child = Child(
-        iteration=iteration, island=selection.island,
-        parent_id=parent.id if parent else None,
-        generation=(parent.generation + 1) if parent else 0,
+        iteration=proposal.iteration, island=proposal.island, parent_id=proposal.parent_id,
+        generation=proposal.generation,
         code=code, code_hash=hashing.code_hash(code) if code is not None else None,
         mutation=mutation, result=result, cache=cache, cache_source_id=source,
         run_hash=hashing.run_hash(code, seed) if code is not None else None,
-        functional_reuse=functional_reuse(evaluator),
+        functional_reuse=functional_reuse(evaluator), parent_score=proposal.parent_score,
     )
-    committed = store.commit(child)
-    observe = getattr(mutator, "observe", None)  # e.g. the LLM ensemble's bandit
-    if observe is not None:
-        try:
-            observe(selection, mutation, committed.result)
-        except Exception:  # feedback is advisory; never fail a committed iteration over it
-            pass
-    return committed
+    return store.commit(child)
+
+
+def run_iteration(iteration: int, island: int, *, store: Store, mutator: Mutator,
+                  evaluator: Evaluator, seed: int) -> Committed:
+    """Both halves in one thread (the embedded executor, tests)."""
+    proposal = propose(iteration, island, store=store, mutator=mutator, seed=seed)
+    return complete(proposal, store=store, evaluator=evaluator, seed=seed)

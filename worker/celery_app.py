@@ -1,8 +1,9 @@
 """The Celery app: a Redis broker, JSON only, late acks, prefetch 1, no result backend.
 
-Queues:
-  llm   the mutation step of LLM-mutator campaigns (network-bound: many threads per worker)
-  eval  sandboxed evaluation + commit (CPU-bound: about one slot per core)
+Queues (which message goes where is decided by `worker.dispatch.route` alone):
+  llm   the `propose` half of LLM-mutator campaigns (network-bound: many threads per worker)
+  eval  the `complete` half, or a whole iteration: sandboxed evaluation + commit (CPU-bound:
+        about one slot per core)
   gpu   the same as `eval` for tasks whose `resources.gpu` is True
 
 Environment:
@@ -49,8 +50,7 @@ def make_app(broker_url: str | None = None) -> Celery:
         result_backend=None, task_ignore_result=True, task_store_errors_even_if_ignored=False,
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
-        task_default_queue="eval",
-        task_routes={"evoforge.mutate": {"queue": "llm"}},
+        task_default_queue="eval",  # unused: every send names its queue (worker.dispatch.route)
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5,
                                    "interval_max": 3},

@@ -1,4 +1,5 @@
-"""The embedded executor: K threads in one process running the same step as the Celery workers.
+"""The embedded executor: K threads in one process running the same step as the Celery workers:
+each thread runs both halves, `propose` then `complete` (evolution/step.py), of its iteration.
 
 Each thread claims an iteration number from the database (so the budget is never overshot, and
 a resumed campaign re-runs exactly the iterations that never committed), runs it, and reports.
@@ -13,10 +14,12 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import (budget_left, engine_of, has_extra_budget, missing_iterations,
-                          reserve_iteration, set_status, summary)
+from db.campaign_rows import (engine_of, has_extra_budget, missing_iterations, reserve_iteration,
+                              set_status, spent_budget)
+from db.errors import CampaignNotFound
 from db.models import Campaign
 from evolution.step import Committed
+from worker.campaign_service import describe
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,14 @@ class EmbeddedExecutor:
                 return self._pending.pop(0)
         if self.stop.is_set():
             return None
-        if self._extra_budget:  # tokens, cost or time: budget_left reads the counters
+        if self._extra_budget:  # tokens, cost or time: spent_budget reads the counters
             with self.sessions() as s:
                 c = s.get(Campaign, self.campaign_id)
-                if c is None or c.status != "running" or budget_left(c):
+                if c is None or c.status != "running" or spent_budget(c):
                     return None
         # Otherwise one UPDATE .. RETURNING is the whole check: it claims an iteration only while
         # the campaign is running and iterations_reserved < max_evaluations (and evaluations <=
-        # iterations_reserved, so budget_left's max_evaluations test is implied).
+        # iterations_reserved, so spent_budget's max_evaluations test is implied).
         return reserve_iteration(self._engine, self.campaign_id)
 
     def _work(self, rt: Runtime) -> None:
@@ -61,7 +64,11 @@ class EmbeddedExecutor:
             if it is None:
                 return
             try:
-                committed = rt.iterate(it)
+                committed = rt.complete(rt.propose(it))  # both halves, in this thread
+            except CampaignNotFound:  # deleted while running: nothing to record
+                log.info("campaign %s is gone; stopping", self.campaign_id)
+                self.stop.set()
+                return
             except Exception as exc:  # a store/infrastructure fault: stop cleanly, keep what we have
                 log.exception("iteration %s failed", it)
                 with self._lock:
@@ -76,8 +83,8 @@ class EmbeddedExecutor:
         with self.sessions() as s:
             c = s.get(Campaign, self.campaign_id)
             if c.status != "running":
-                return summary(c)
-            self._extra_budget = has_extra_budget(c.config)
+                return describe(c)
+            self._extra_budget = has_extra_budget(c)
             self._pending = missing_iterations(s, self.campaign_id, c.iterations_reserved)
         try:
             rt = Runtime.for_campaign(self.sessions, self.campaign_id, sandbox=self.sandbox,
@@ -124,14 +131,14 @@ class EmbeddedExecutor:
         return self._finish()
 
     def _run_one(self, rt: Runtime, it: int) -> None:
-        committed = rt.iterate(it)
+        committed = rt.complete(rt.propose(it))  # both halves, in this thread
         if self.on_commit:
             self.on_commit(it, committed)
 
     def _finish(self) -> dict[str, Any]:
         with self.sessions() as s:
             c = s.get(Campaign, self.campaign_id)
-            spent = budget_left(c)
+            spent = spent_budget(c)
             gaps = missing_iterations(s, self.campaign_id, c.iterations_reserved)
         if self._error:
             set_status(self.sessions, self.campaign_id, "failed", only_from=("running",), error=self._error)
@@ -140,4 +147,4 @@ class EmbeddedExecutor:
         elif self.stop.is_set():
             set_status(self.sessions, self.campaign_id, "paused", only_from=("running",))
         with self.sessions() as s:
-            return summary(s.get(Campaign, self.campaign_id))
+            return describe(s.get(Campaign, self.campaign_id))

@@ -2,17 +2,19 @@
 reserved in the database before every call, so N parallel workers never overshoot it."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import model_stats
 from db.models import Campaign
 from evolution.ensemble import PriceTable
 from evolution.llm_mutator import IdeaConfig
 from worker.endpoints import resolve_target
 from worker.llm_client import build_llm_mutator
-from worker.spec import CampaignSpec
+from db.campaign_config import CampaignConfig
 
 
 class DbTokenBudget:
@@ -46,7 +48,7 @@ class DbTokenBudget:
                 cost_reserved_usd=Campaign.cost_reserved_usd - n * self.usd_per_token))
 
 
-def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessionmaker[Session],
+def make_llm_mutator(spec: CampaignConfig, task: Any, params: Any, sessions: sessionmaker[Session],
                      campaign_id: int, *, operator_url: str | None = None) -> Any:
     """The campaign's LLM mutator. Where it calls, with which key and at which prices is decided
     by `worker.endpoints.resolve_target`: an operator endpoint by name gets its key; a stored
@@ -62,8 +64,11 @@ def make_llm_mutator(spec: CampaignSpec, task: Any, params: Any, sessions: sessi
     if spec.budget.max_tokens is not None or spec.budget.max_cost_usd is not None:
         budget = DbTokenBudget(sessions, campaign_id, max_tokens=spec.budget.max_tokens,
                                max_cost_usd=spec.budget.max_cost_usd, usd_per_token=worst)
-    return build_llm_mutator(
+    mutator = build_llm_mutator(
         target.base_url, models, task.context(params), temperature=m.temperature,
         api_key=target.api_key, credentials=target.api_key is not None, guard=target.guard,
         max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices, bandit=m.bandit,
         ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed)
+    if m.bandit:  # the statistics live in the database: every worker learns every outcome
+        mutator.learn_from(partial(model_stats.read, sessions, campaign_id))
+    return mutator

@@ -1,13 +1,14 @@
-"""Celery tasks: take ids, reload state from the database, run the step, refill the campaign.
+"""Celery tasks: take ids, reload state from the database, run a half of the step, refill.
 
-Each task holds a worker lease on its (campaign, iteration) while it runs (see
-`worker.dispatch.Heartbeat`), so a killed worker's iterations are re-sent within about
-$EVOFORGE_LEASE_STALE_S seconds by the sweeper.
+Each task holds a worker lease on its (campaign, iteration) while it runs (worker/leases.py), so
+a killed worker's iterations are re-sent within about $EVOFORGE_LEASE_STALE_S seconds by the
+sweeper. Which task runs on which queue is decided by `worker.dispatch.route` alone.
 
 Idempotent by construction: iteration numbers are reserved in the database before a message is
 sent, and a commit of an iteration that already committed is a no-op (unique key). Only
 transient faults (database connection, broker) are retried, with exponential backoff and
-jitter; anything else fails the campaign with the error, as the embedded executor does.
+jitter; a campaign deleted meanwhile (`CampaignNotFound`) drops the iteration; anything else
+fails the campaign with the error, as the embedded executor does.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from db.campaigns import set_status
-from worker import dispatch, stages
+from db.campaign_rows import set_status
+from db.errors import CampaignNotFound
+from worker import dispatch, iteration
 from worker.celery_app import app
+from worker.leases import HEARTBEAT
 
 log = logging.getLogger(__name__)
 
@@ -28,43 +31,46 @@ RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=60, ret
              max_retries=10, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 
 
-def _guard(campaign_id: int, iteration: int, fn, *args: Any) -> Any:
-    """Run one stage under a lease (worker/dispatch.py `Heartbeat`): while this process lives and
+def _guard(campaign_id: int, it: int, fn, *args: Any) -> Any:
+    """Run one half under a lease (worker/leases.py `Heartbeat`): while this process lives and
     heartbeats, the sweeper leaves the iteration alone; when it dies, the sweeper re-sends it."""
     sessions = dispatch.default_sessions()
     try:
-        with dispatch.HEARTBEAT.holding(sessions, campaign_id, iteration):
-            return fn(sessions, campaign_id, iteration, *args)
+        with HEARTBEAT.holding(sessions, campaign_id, it):
+            return fn(sessions, campaign_id, it, *args)
     except TRANSIENT:
         raise
-    except KeyError:  # the campaign was deleted
-        log.info("campaign %s is gone; dropping iteration %s", campaign_id, iteration)
+    except CampaignNotFound:  # deleted while the message waited or ran
+        log.info("campaign %s is gone; dropping iteration %s", campaign_id, it)
         return None
     except Exception as exc:
-        log.exception("campaign %s iteration %s failed", campaign_id, iteration)
+        log.exception("campaign %s iteration %s failed", campaign_id, it)
         set_status(sessions, campaign_id, "failed", only_from=("running",),
-                   error=f"iteration {iteration}: {exc!r}\n{traceback.format_exc(limit=3)}")
+                   error=f"iteration {it}: {exc!r}\n{traceback.format_exc(limit=3)}")
         return None
 
 
-@app.task(name="evoforge.iterate", bind=True, **RETRY)
-def iterate(self, campaign_id: int, iteration: int) -> None:
-    """One whole iteration (seed, local mutator, or an LLM campaign's seed)."""
-    _guard(campaign_id, iteration, stages.run_full)
+@app.task(name=dispatch.ITERATE, bind=True, **RETRY)
+def iterate(self, campaign_id: int, it: int) -> None:
+    """Both halves (the seed, a local-mutator campaign's iteration)."""
+    _guard(campaign_id, it, iteration.run_whole)
     dispatch.refill(campaign_id)
 
 
-@app.task(name="evoforge.mutate", bind=True, **RETRY)
-def mutate(self, campaign_id: int, iteration: int) -> None:
-    """LLM step (queue `llm`): select a parent, ask the model, hand the program to evaluation."""
-    proposal = _guard(campaign_id, iteration, stages.propose)
-    if proposal is not None:
-        queue, _ = dispatch.route_of(dispatch.default_sessions(), campaign_id)
-        evaluate.apply_async((campaign_id, iteration, proposal), queue=queue)
+@app.task(name=dispatch.PROPOSE, bind=True, **RETRY)
+def mutate(self, campaign_id: int, it: int) -> None:
+    """The LLM half: select a parent, ask a model, hand the proposal to evaluation."""
+    proposal = _guard(campaign_id, it, iteration.propose)
+    if proposal is None:
+        return
+    try:  # a broker error retries this task (TRANSIENT); the proposal is made again
+        dispatch.send_proposal(dispatch.default_sessions(), campaign_id, proposal)
+    except CampaignNotFound:
+        log.info("campaign %s is gone; dropping iteration %s", campaign_id, it)
 
 
-@app.task(name="evoforge.evaluate", bind=True, **RETRY)
-def evaluate(self, campaign_id: int, iteration: int, proposal: dict[str, Any]) -> None:
-    """Sandboxed evaluation and commit of an LLM proposal (queue `eval` or `gpu`)."""
-    _guard(campaign_id, iteration, stages.evaluate_proposal, proposal)
+@app.task(name=dispatch.COMPLETE, bind=True, **RETRY)
+def evaluate(self, campaign_id: int, it: int, proposal_json: str) -> None:
+    """Sandboxed evaluation and commit of a proposal."""
+    _guard(campaign_id, it, iteration.complete, proposal_json)
     dispatch.refill(campaign_id)

@@ -28,8 +28,8 @@ from db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
     ROOT, evoforge_env, free_port, pg_url, postgres_server, redis_server, redis_url, use_broker,
     start_evoforge, start_worker, stop_process, tail, wait_for, wait_port)
-from worker.campaigns import create_campaign
-from worker.spec import CampaignSpec
+from worker.campaign_service import create_campaign
+from db.campaign_config import CampaignSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -50,9 +50,9 @@ def test_seconds_field_cron():
 @pytest.mark.integration
 def test_schedule_slices_run_on_the_same_archive(tmp_path, redis_url):
     from db.engine import session_factory, upgrade
-    from worker.campaigns import create_campaign
+    from worker.campaign_service import create_campaign
     from worker.dispatch import enqueue_campaign
-    from worker.spec import CampaignSpec
+    from db.campaign_config import CampaignSpec
 
     db_url = f"sqlite:///{tmp_path / 'sched.db'}"
     upgrade(db_url)
