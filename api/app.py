@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
-from api import fastpath, guards
+from api import dashboard, fastpath, guards
 from api.deps import AppState, reject_unknown_query
 from api.metrics import LatencyMiddleware, Metrics
 from api.routers import campaigns, endpoints, programs, system, tasks
 from api.services import Conflict, NotFound
 from api.services.runner import BrokerRunner, InProcessRunner, NullRunner
-from worker.campaigns import SpecError
+from worker.campaign_service import SpecError
 
 log = logging.getLogger("evoforge.api")
 API_PREFIX = "/api/v1"
@@ -88,7 +88,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     app.add_middleware(guards.EdgeGuard, bind_host=bind_host, **guards.edge_settings(
         allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, max_body_bytes=max_body_bytes))
     guards.mount_docs(app)
-    _mount_dashboard(app)
+    dashboard.mount(app)
     return app
 
 
@@ -125,17 +125,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
-
-
-def _mount_dashboard(app: FastAPI) -> None:
-    import importlib
-
-    try:
-        dashboard = importlib.import_module("api.dashboard")
-    except ModuleNotFoundError as exc:
-        if exc.name != "api.dashboard":
-            raise
-        return
-    mount = getattr(dashboard, "mount", None)
-    if mount is not None:
-        mount(app)

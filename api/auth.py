@@ -62,6 +62,14 @@ def open_allowed(request: Request) -> bool:
     return bool(server) and is_loopback(server[0])
 
 
+def bearer_token(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header value, or None when malformed (also
+    used by api/fastpath.py, so both read a header the same way)."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 async def principal(request: Request,
                     _documented: Annotated[HTTPAuthorizationCredentials | None,
                                            Security(bearer_scheme)] = None) -> Principal:
@@ -73,9 +81,8 @@ async def principal(request: Request,
     state = request.app.state.evo
     header = request.headers.get("authorization")
     if header:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(header)
+        if token is None:
             raise _unauthorized("malformed Authorization header: expected 'Bearer <key>'")
         caches = state.caches
         key_id = caches.key_id(token)

@@ -11,9 +11,13 @@
   change only in an iteration's commit, which bumps `evaluations` in the same transaction, so the
   version names one state of the archive; a read of the campaign row in this process (GET
   /campaigns/{id}, pause, ...) refreshes it at once, and a delete drops it.
-- Bodies: the ready-made JSON bytes of `/elites` and of `/programs` pages, keyed by version and
-  query; an LRU of `body_entries`. A new version is a new key, so a progressing campaign is never
-  served an old archive beyond the version TTL.
+- Bodies: the ready-made JSON bytes of `/elites` and of `/programs` pages, keyed by endpoint,
+  version and the raw query string the route validated (`body_key`); an LRU of `body_entries`.
+  A new version is a new key, so a progressing campaign is never served an old archive beyond
+  the version TTL. api/fastpath.py serves a request whose key is here without the framework.
+
+These are the read path's only caches: the services below the routes (api/services/programs.py)
+do not cache. bench/api_latency.py measures what they buy (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -129,7 +133,7 @@ class ApiCaches:
             for k in [k for k in self._versions if k[1] == campaign_id]:
                 del self._versions[k]
 
-    # -- response bodies ------------------------------------------------------------------------
+    # -- response bodies (keys from `body_key`) -------------------------------------------------
     def body(self, key: tuple) -> bytes | None:
         return self._bodies.get(key)
 
@@ -176,3 +180,12 @@ class ApiCaches:
 
 
 MISS = _MISS
+
+
+def body_key(endpoint: str, version: Any, raw_query: bytes | str) -> tuple:
+    """The key of a cached response body: the endpoint, the campaign version and the query
+    string exactly as sent. Only the route stores bodies, after validating that query, so the
+    fast path serves only requests the route has accepted, whatever their parameters."""
+    if isinstance(raw_query, str):
+        raw_query = raw_query.encode("latin-1")
+    return (endpoint, version, raw_query)

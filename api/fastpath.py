@@ -2,15 +2,17 @@
 
 Under 50 concurrent clients the framework, not the database, was the cost: routing, dependency
 resolution and the middleware stack took ~0.25-0.3 ms of CPU per request on top of uvicorn's
-own HTTP handling. This middleware answers a request itself only when everything it needs is
-already in the app's caches (api/caches.py) and the request has exactly the shape the route
-accepts; in every other case (no or unknown key, open mode, unknown or non-canonical query
-parameters, a version or body not cached, anything odd) it passes the request on untouched, and
-the FastAPI route answers (and fills the caches). So:
+own HTTP handling (docs/benchmarks.md: without this middleware p99 grows several times). This
+middleware answers a request itself only when the route has already answered the very same
+request: the route stores each body under (endpoint, campaign version, raw query string)
+(`api.caches.body_key`), after it validated the query, so nothing about the query is parsed
+or checked here, and a new query parameter is added to the route alone. In every other case (no
+or unknown key, open mode, a version or body not cached) the request goes on untouched, and the
+FastAPI route answers (and fills the caches). So:
 
 - auth is the route's: a key is served here only while the route's `principal` dependency has it
-  cached as valid (same TTL); another project's campaign has no cached version under the
-  caller's project, so it goes to the route and gets its 404;
+  cached as valid (same TTL, same header parsing: `api.auth.bearer_token`); another project's
+  campaign has no cached version under the caller's project, so it goes to the route (404);
 - the bytes and headers are the ones the route stores and sends (content-length, content-type);
 - the route object is put in the scope so that the latency metrics keep their route label.
 """
@@ -18,98 +20,29 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import parse_qsl
 
-from api.auth import Principal
-from api.caches import MISS
-from api.schemas import MAX_ID
-from evolution.types import EVAL_STATUSES
+from api.auth import Principal, bearer_token
+from api.caches import MISS, body_key
 
 STALE_GRACE_S = 0.25
 _PATH = re.compile(r"/api/v1/campaigns/([1-9][0-9]{0,18})/(elites|programs)")
-_INT = re.compile(r"0|[1-9][0-9]{0,9}")
-_SORTS = frozenset(("score", "-score", "iteration", "-iteration"))
-_STATUSES = frozenset(EVAL_STATUSES)
-_PROGRAM_PARAMS = frozenset(("limit", "offset", "sort", "status", "island"))
-
-
-def _program_query(raw: bytes):
-    """(sort, status, island, limit, offset) as the route would parse them, or None when the
-    query is not in plain canonical form (the route then validates and answers)."""
-    sort, status, island, limit, offset = "score", None, None, 50, 0
-    if not raw:
-        return sort, status, island, limit, offset
-    try:
-        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-    except ValueError:
-        return None
-    seen = set()
-    for name, value in pairs:
-        if name in seen or name not in _PROGRAM_PARAMS:
-            return None
-        seen.add(name)
-        if name == "sort":
-            if value not in _SORTS:
-                return None
-            sort = value
-        elif name == "status":
-            if value not in _STATUSES:
-                return None
-            status = value
-        else:
-            if not _INT.fullmatch(value):
-                return None
-            n = int(value)
-            if name == "limit":
-                if not 1 <= n <= 500:
-                    return None
-                limit = n
-            elif name == "offset":
-                if n > 10**9:
-                    return None
-                offset = n
-            else:
-                if n > 63:
-                    return None
-                island = n
-    return sort, status, island, limit, offset
 
 
 class CachedReads:
     def __init__(self, app, state, routes: dict[str, object]):
         self.app, self.state, self.routes = app, state, routes
 
-    def _lookup(self, scope) -> tuple[bytes, object] | None:
-        m = _PATH.fullmatch(scope["path"])
-        if m is None or scope.get("root_path"):
-            return None
-        campaign_id = int(m.group(1))
-        if campaign_id > MAX_ID:
-            return None
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-                break
-        if header is None:
-            return None
-        scheme, _, token = header.decode("latin-1").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
+    def _version(self, project_id: int, campaign_id: int):
+        """The cached version, or None. Expired, it is served for at most STALE_GRACE_S more
+        while one background query re-reads it: without this every request in flight at the
+        expiry fell through to the route at once (the p99 tail)."""
         caches = self.state.caches
-        project_id = caches.project_of(caches.key_id(token))
-        if project_id is MISS:
-            return None
         entry = caches.version_entry(project_id, campaign_id)
         if entry is None or entry[1] is None:
             return None
         expires, version = entry
         now = time.monotonic()
         if expires < now:
-            # Expired: re-read it in the background (one query) and, until that answers, serve
-            # the last version for at most STALE_GRACE_S more; without this every request in
-            # flight at the expiry fell through to the route at once (the p99 tail).
             if now > expires + STALE_GRACE_S:
                 return None
             if not caches.refreshing(("version", project_id, campaign_id)):
@@ -117,19 +50,26 @@ class CachedReads:
 
                 caches.in_background(refresh_version(self.state, Principal(project_id),
                                                      campaign_id))
-        kind = m.group(2)
-        if kind == "elites":
-            if scope.get("query_string"):
-                return None
-            body = caches.body(("elites", version))
-        else:
-            query = _program_query(scope.get("query_string", b""))
-            if query is None:
-                return None
-            body = caches.body(("programs", version, query))
-        if body is None:
+        return version
+
+    def _lookup(self, scope) -> tuple[bytes, object] | None:
+        m = _PATH.fullmatch(scope["path"])
+        if m is None or scope.get("root_path"):
             return None
-        return body, self.routes.get(kind)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        token = bearer_token(header.decode("latin-1")) if header is not None else None
+        if token is None:
+            return None
+        caches = self.state.caches
+        project_id = caches.project_of(caches.key_id(token))
+        if project_id is MISS:
+            return None
+        version = self._version(project_id, int(m.group(1)))
+        if version is None:
+            return None
+        kind = m.group(2)
+        body = caches.body(body_key(kind, version, scope.get("query_string", b"")))
+        return None if body is None else (body, self.routes.get(kind))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET":

@@ -8,6 +8,13 @@ stored rows.
 `Archive` keeps, per island, the best program of every filled cell. Replacement is strict: an
 equal score keeps the incumbent (first come wins; `rebuild` replays rows in program-id order so
 the result does not depend on row order). Every operation costs O(cells), never O(programs).
+
+This module is the one statement of the archive's rules: a program's cell (`program_cell`),
+the islands it is offered to (`target_islands`), replace-if-strictly-better (`replaces`), when
+migration happens (`migration_due`) and what moves (`migrants`). db/store.py applies the same
+functions to the elite table, with replace-if-better as one SQL upsert (`... WHERE score <
+new`); tests/evolution/test_archive_sql.py commits random programs through it and checks that
+the table equals this archive's result.
 """
 from __future__ import annotations
 
@@ -66,6 +73,48 @@ def code_size_dim(lo: float = 0.0, hi: float = 2000.0, bins: int = 10) -> Featur
     return FeatureDim(CODE_SIZE, lo, hi, bins)
 
 
+# -- the archive's rules ---------------------------------------------------------------------
+
+def program_cell(code: str, features: Mapping[str, Any], dims: list[FeatureDim]) -> Cell:
+    """The cell of an evaluated program: its code size, unless the evaluator reports one, and
+    the evaluator's features, binned on the campaign's dims."""
+    return cell_index({CODE_SIZE: code_size_feature(code), **features}, dims)
+
+
+def target_islands(parent_id: int | None, island: int, num_islands: int) -> range:
+    """The islands a program is offered to: a program without a parent (the seed) to every
+    island, a child only to its own."""
+    return range(num_islands) if parent_id is None else range(island, island + 1)
+
+
+def replaces(score: float, incumbent_score: float | None) -> bool:
+    """Replace-if-strictly-better: an equal score keeps the incumbent."""
+    return incumbent_score is None or score > incumbent_score
+
+
+def migration_due(iteration: int, interval: int) -> bool:
+    """Migration runs after the commit of every `interval`-th iteration (0: never)."""
+    return interval > 0 and iteration > 0 and iteration % interval == 0
+
+
+def migrants(elites: Iterable[tuple[int, Any, int, float, Any]], num_islands: int
+             ) -> list[tuple[int, Any, int, float, Any]]:
+    """Ring migration's copies: each island's best elite (ties: lowest program id) goes to the
+    same cell of the next island (i -> i+1 mod n). `elites` are (island, cell, program_id,
+    score, features) rows; returns (target island, cell, program_id, score, features). The
+    bests are all taken before any copy, so one round moves each program one step."""
+    if num_islands < 2:
+        return []
+    best: dict[int, tuple[int, Any, int, float, Any]] = {}
+    for row in elites:
+        island, _, pid, score, _ = row
+        incumbent = best.get(island)
+        if incumbent is None or (score, -pid) > (incumbent[3], -incumbent[2]):
+            best[island] = row
+    return [((island + 1) % num_islands, cell, pid, score, features)
+            for island, (_, cell, pid, score, features) in sorted(best.items())]
+
+
 @dataclass(frozen=True)
 class Elite:
     program_id: int
@@ -84,7 +133,7 @@ class Migration:
 
 
 def _better(score: float, incumbent: Elite | None) -> bool:
-    return incumbent is None or score > incumbent.score
+    return replaces(score, None if incumbent is None else incumbent.score)
 
 
 def _valid_score(score: Any) -> bool:
@@ -181,8 +230,7 @@ class Archive:
     # -- migration ---------------------------------------------------------------------------
 
     def due_for_migration(self, generation: int) -> bool:
-        k = self.migration_interval
-        return self.num_islands > 1 and k > 0 and generation > 0 and generation % k == 0
+        return self.num_islands > 1 and migration_due(generation, self.migration_interval)
 
     def migrate(self, generation: int, force: bool = False) -> list[Migration]:
         """Ring migration: every `migration_interval` generations, each island's best elite is
@@ -191,15 +239,12 @@ class Archive:
         step along the ring. Returns the copies that were made."""
         if not (force or self.due_for_migration(generation)) or self.num_islands < 2:
             return []
-        bests = [self.best(i) for i in range(self.num_islands)]
+        rows = [(i, c, e.program_id, e.score, e.features) for i, c, e in self.elites()]
         moved = []
-        for i, entry in enumerate(bests):
-            if entry is None:
-                continue
-            _, cell, elite = entry
-            target = (i + 1) % self.num_islands
-            if self.offer(target, cell, elite.program_id, elite.score, elite.features):
-                moved.append(Migration(generation, i, target, cell, elite.program_id, elite.score))
+        for target, cell, pid, score, features in migrants(rows, self.num_islands):
+            if self.offer(target, cell, pid, score, features):
+                source = (target - 1) % self.num_islands
+                moved.append(Migration(generation, source, target, cell, pid, score))
         return moved
 
     # -- persistence -------------------------------------------------------------------------

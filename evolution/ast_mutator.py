@@ -17,13 +17,19 @@ Operators (`Mutation.kind`):
 Every candidate is re-parsed; an operator that cannot apply, or yields unchanged or invalid
 code, is retried with another draw. Everything random comes from the `rng` passed in, so a seed
 fixes the result.
+
+Asking again costs nothing, so given `seen(code) -> bool` (the step passes the store's
+`has_code`: does the campaign already hold this exact text?) the mutator draws again, up to
+`max_draws` times, until it proposes code the campaign does not have yet; only when every draw is a repeat does it return one
+(`extra["repeat"]`). `extra["draws"]` counts the draws made.
 """
 from __future__ import annotations
 
 import ast
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from evolution.hashing import normalize_code
 from evolution.program import Region, evolvable_regions, syntax_check
@@ -37,6 +43,8 @@ _CMP_SYMBOL = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "
 _CMP_GROUPS = ((ast.Lt, ast.LtE, ast.Gt, ast.GtE), (ast.Eq, ast.NotEq))
 _ARITH_TEXT = {ast.Add: r"\+", ast.Sub: r"-", ast.Mult: r"\*(?!\*)", ast.Div: r"/(?!/)"}
 _ARITH_SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+Seen = Callable[[str], bool]  # seen(code): the campaign already holds this exact code
 
 OPERATORS = ("const", "swap-cmp", "swap-arith", "dup-stmt", "del-stmt", "swap-stmt", "crossover")
 DEFAULT_WEIGHTS = {"const": 6.0, "swap-cmp": 1.0, "swap-arith": 1.0, "dup-stmt": 0.5,
@@ -99,17 +107,41 @@ class _Ctx:
 class LocalASTMutator:
     """`Mutator` that edits the parent program locally (see the module doc)."""
 
+    # The step passes `seen` only to mutators that say they take it (evolution/step.py).
+    takes_seen = True
+
     def __init__(self, weights: dict[str, float] | None = None, max_attempts: int = 24,
-                 int_step: int = 1, scales: tuple[float, ...] = (0.001, 0.01, 0.1)):
+                 int_step: int = 1, scales: tuple[float, ...] = (0.001, 0.01, 0.1),
+                 max_draws: int = 8):
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(self.weights) - set(OPERATORS)
         if unknown:
             raise ValueError(f"unknown operators: {sorted(unknown)}")
         self.max_attempts = max_attempts
+        self.max_draws = max(1, max_draws)
         self.int_step = int_step
         self.scales = scales
 
-    def mutate(self, selection: Selection, rng: random.Random) -> Mutation:
+    def mutate(self, selection: Selection, rng: random.Random, seen: Seen | None = None) -> Mutation:
+        """One edit of the parent; with `seen`, the first of up to `max_draws` edits whose code
+        is not `seen` (else the last draw, marked `repeat`)."""
+        ctx = self._context(selection, rng)
+        if isinstance(ctx, Mutation):
+            return ctx
+        if seen is None:
+            return self._draw(ctx)
+        tried: set[str] = set()
+        for draw in range(1, self.max_draws + 1):
+            mutation = self._draw(ctx)
+            if mutation.code is None:
+                return mutation
+            if mutation.code in tried or seen(mutation.code):
+                tried.add(mutation.code)
+                continue
+            return replace(mutation, extra={**mutation.extra, "draws": draw})
+        return replace(mutation, extra={**mutation.extra, "draws": self.max_draws, "repeat": True})
+
+    def _context(self, selection: Selection, rng: random.Random) -> "_Ctx | Mutation":
         parent = selection.parent
         if parent is None:
             return Mutation(code=None, kind="error", error="no parent")
@@ -118,8 +150,13 @@ class LocalASTMutator:
             tree = ast.parse(code)
         except (SyntaxError, ValueError, RecursionError) as exc:
             return Mutation(code=None, kind="error", error=f"parent does not parse: {exc}")
-        ctx = _Ctx(code, tree, _Source(code), evolvable_regions(code), selection, rng)
-        same = normalize_code(code)
+        return _Ctx(code, tree, _Source(code), evolvable_regions(code), selection, rng)
+
+    def _draw(self, ctx: _Ctx) -> Mutation:
+        """One valid edit that changes the normalised code, within `max_attempts` operator
+        draws, or an error Mutation."""
+        rng = ctx.rng
+        same = normalize_code(ctx.code)
         ops = [op for op in OPERATORS if self.weights.get(op, 0) > 0]
         weights = [self.weights[op] for op in ops]
         for _ in range(self.max_attempts):

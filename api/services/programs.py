@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.caches import LRU
 from api.services import NotFound, utc
-from api.services.campaigns import get_campaign, scope
+from api.services.project_campaigns import get_campaign, scope
+from db.campaign_config import CampaignConfig
 from db.models import Campaign, EliteCell, Evaluation, Program
 from evolution.sanitize import servable
 
@@ -23,16 +23,12 @@ SORTS = {
 MAX_DIFF_CHARS = 200_000
 
 
-# Per-process LRUs of read results keyed by a campaign's version. Elite cells and programs change
-# only in an iteration's commit (ring migration included), and every commit bumps
-# `Campaign.evaluations` in the same transaction, so (id, created_at, evaluations) names one state
-# of the archive; created_at tells a new campaign from a deleted one whose id SQLite handed out
-# again. Callers pass copies out (responses are serialised, never mutated).
-_ELITES = LRU(64)
-_COUNTS = LRU(1024)
-
-
 def _version(c: Campaign) -> tuple:
+    """The version of a campaign's archive, the key of the API's response cache (api/caches.py).
+    Elite cells and programs change only in an iteration's commit (ring migration included), and
+    every commit bumps `Campaign.evaluations` in the same transaction, so (id, created_at,
+    evaluations) names one state of the archive; created_at tells a new campaign from a deleted
+    one whose id SQLite handed out again."""
     return (c.id, c.created_at, c.evaluations)
 
 
@@ -54,10 +50,6 @@ def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]
 def elites_versioned(s: Session, principal: Principal, campaign_id: int) -> tuple[tuple, dict[str, Any]]:
     """(version of the archive read, elites document)."""
     c = get_campaign(s, principal, campaign_id)
-    key = _version(c)
-    hit = _ELITES.get(key)
-    if hit is not None:
-        return key, hit
     # Plain rows, not ORM objects: a full archive is hundreds of cells, and building an ORM
     # instance per cell was most of this endpoint's time.
     rows = s.execute(select(EliteCell.island, EliteCell.cell, EliteCell.score, EliteCell.program_id,
@@ -69,12 +61,11 @@ def elites_versioned(s: Session, principal: Principal, campaign_id: int) -> tupl
         by_island.setdefault(island, []).append(
             {"cell": cell, "score": score, "program_id": program_id,
              "features": servable(features or {}), "updated_at": utc(updated_at)})
-    dims = [{k: d[k] for k in ("name", "lo", "hi", "bins")}
-            for d in (c.config or {}).get("archive", {}).get("dims", [])]
+    dims = [{"name": d.name, "lo": d.lo, "hi": d.hi, "bins": d.bins}
+            for d in CampaignConfig.load(c).archive.dims]
     out = {"campaign_id": c.id, "dims": dims,
            "islands": [{"island": i, "cells": cells} for i, cells in sorted(by_island.items())]}
-    _ELITES.put(key, out)
-    return key, out
+    return _version(c), out
 
 
 def summary_of(p: Program) -> dict[str, Any]:
@@ -105,11 +96,7 @@ def list_programs_versioned(s: Session, principal: Principal, campaign_id: int, 
         where.append(Program.status == status)
     if island is not None:
         where.append(Program.island == island)
-    count_key = (*_version(c), status, island)
-    total = _COUNTS.get(count_key)
-    if total is None:  # a COUNT over every program of the campaign: cached per archive state
-        total = s.scalar(select(func.count()).select_from(Program).where(*where))
-        _COUNTS.put(count_key, total)
+    total = s.scalar(select(func.count()).select_from(Program).where(*where))
     rows = s.execute(select(*cols).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset))
     # Stored values are served as they are, but never in a form a JSON encoder rejects.
     return _version(c), [servable({**r._mapping, "created_at": utc(r.created_at)}) for r in rows], total

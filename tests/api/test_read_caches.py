@@ -1,6 +1,7 @@
 """The per-process read caches (api/caches.py) and the cache-hit fast path (api/fastpath.py):
 a revoked key stops working after the key TTL, elites and programs follow a progressing
-campaign, tenancy and auth are unchanged on cache hits, answers are the route's own."""
+campaign, tenancy and auth are unchanged on cache hits, answers are the route's own, and the fast
+path serves exactly the requests the route has accepted (it parses no query of its own)."""
 from __future__ import annotations
 
 import time
@@ -133,3 +134,40 @@ def test_cache_hits_keep_tenancy_auth_and_validation(live_server):
         assert a.get(f"/campaigns/{cid}/programs").status_code == 404
         metrics = a.get("/metrics").text
         assert 'route="/api/v1/campaigns/{campaign_id}/elites",status="200"' in metrics
+
+
+def test_fast_path_serves_only_what_the_route_accepted(live_server, monkeypatch):
+    from api.fastpath import CachedReads
+
+    served = []  # (query string, served by the fast path)
+    lookup = CachedReads._lookup
+
+    def spy(self, scope):
+        hit = lookup(self, scope)
+        served.append((scope.get("query_string", b"").decode(), hit is not None))
+        return hit
+
+    monkeypatch.setattr(CachedReads, "_lookup", spy)
+    srv = live_server(execute=False)
+    srv.app.state.evo.caches.version_ttl_s = 60.0  # no expiry while the test runs
+    key_a, key_b = make_key(srv.db_url, "alpha"), make_key(srv.db_url, "beta")
+    with srv.client(key_a) as a, srv.client(key_b) as b:
+        cid = a.post("/campaigns", json=CAMPAIGN).json()["id"]
+        progress(srv.db_url, cid, 1, 0.5)
+        assert a.get(f"/campaigns/{cid}").status_code == 200  # caches the new version
+        # Any query the route accepts, in any spelling, is a hit the second time, same bytes.
+        for query in ("", "sort=-score&limit=5", "limit=5&sort=-score", "island=0&status=ok",
+                      "offset=0"):
+            served.clear()
+            first = a.get(f"/campaigns/{cid}/programs?{query}")
+            second = a.get(f"/campaigns/{cid}/programs?{query}")
+            assert first.status_code == second.status_code == 200
+            assert second.content == first.content
+            assert [hit for _, hit in served] == [False, True], (query, served)
+        # What the route refuses is never stored, so never served here.
+        served.clear()
+        for _ in range(2):
+            assert a.get(f"/campaigns/{cid}/programs?limit=0").status_code == 422
+            assert a.get(f"/campaigns/{cid}/elites?x=1").status_code == 422
+            assert b.get(f"/campaigns/{cid}/programs").status_code == 404
+        assert not any(hit for _, hit in served), served
