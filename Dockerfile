@@ -12,6 +12,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY cli ./cli
 COPY worker ./worker
 COPY evolution ./evolution
 COPY evaluators ./evaluators

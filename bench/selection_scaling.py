@@ -23,8 +23,8 @@ from sqlalchemy import insert  # noqa: E402
 from db.engine import session_factory, upgrade  # noqa: E402
 from db.models import EliteCell, Evaluation, Program  # noqa: E402
 from db.store import CampaignStore  # noqa: E402
-from worker.campaigns import create_campaign  # noqa: E402
-from worker.spec import CampaignSpec  # noqa: E402
+from worker.campaign_service import create_campaign  # noqa: E402
+from db.campaign_config import CampaignSpec  # noqa: E402
 
 ISLANDS, CELLS = 4, 100
 

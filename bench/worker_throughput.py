@@ -51,9 +51,9 @@ def seed_program(burn_s: float) -> str:
 def run_one(workers: int, db_url: str, redis_url: str, args, tmp: Path) -> dict:
     from db.engine import session_factory, upgrade
     from db.models import Campaign
-    from worker.campaigns import create_campaign
+    from worker.campaign_service import create_campaign
     from worker.dispatch import enqueue_campaign
-    from worker.spec import CampaignSpec
+    from db.campaign_config import CampaignSpec
 
     upgrade(db_url)
     sessions = session_factory(db_url)

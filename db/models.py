@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint)
+                        String, Text, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -52,7 +52,9 @@ class Campaign(Base):
     seed: Mapped[int] = mapped_column(Integer, default=0)
     parallel: Mapped[int] = mapped_column(Integer, default=1)
     islands: Mapped[int] = mapped_column(Integer, default=4)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # mutator, archive, budget, schedule
+    # One JSON document (schema_version, sandbox, mutator, archive, budget, schedule); read it
+    # as db.campaign_config.CampaignConfig.load(row), never as a raw dict.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seed_program: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
     meta_note: Mapped[str] = mapped_column(Text, default="")  # refreshed every K evaluations
@@ -61,6 +63,10 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Budget accounting. `iterations_reserved` is advanced atomically before an iteration starts.
+    # `max_evaluations` is the run's limit: where the current run stops. It is the budget's
+    # total (config budget.max_evaluations, the one home of the total) unless a schedule's
+    # trigger (worker/schedule.py) set it to the end of the slice it opened, or a resume with
+    # more evaluations raised both (worker/campaign_service.py).
     max_evaluations: Mapped[int | None] = mapped_column(Integer, nullable=True)
     iterations_reserved: Mapped[int] = mapped_column(Integer, default=0)
     tokens_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -78,6 +84,8 @@ class Campaign(Base):
     best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_program_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seed_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The bookkeeping campaign of ad-hoc evaluations (worker/evaluate.py): never listed.
+    adhoc: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Program(Base):
@@ -159,6 +167,22 @@ class EvalCache(Base):
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"))
     hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModelStat(Base):
+    """What a campaign's LLM bandit has learned about one model (evolution.ensemble.ArmStats):
+    evaluated outcomes, valid programs among them, summed improvement over the parent, spend
+    (USD, or millions of tokens for a free model). Added to by the store's commit, in the same
+    transaction as the program it counts; read by every LLM worker before it chooses a model."""
+
+    __tablename__ = "model_stat"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pulls: Mapped[int] = mapped_column(Integer, default=0)
+    valid: Mapped[int] = mapped_column(Integer, default=0)
+    improvement: Mapped[float] = mapped_column(Float, default=0.0)
+    spend: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class WorkerLease(Base):

@@ -20,7 +20,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from db.campaigns import engine_of
+from db import model_stats
+from db.campaign_config import CampaignConfig
+from db.campaign_rows import engine_of
+from db.errors import campaign_not_found
 from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
 from evolution import archive as cells
 from evolution import hashing
@@ -57,6 +60,8 @@ _RECENT_FAILURES = (select(P.c.status, E.c.artifacts).select_from(P.join(E, E.c.
                     .order_by(P.c.id.desc()).limit(bindparam("limit")))
 _RESULT_COLUMNS = (E.c.id, E.c.status, E.c.score, E.c.metrics, E.c.features, E.c.artifacts,
                    E.c.duration_s, E.c.functional_hash)
+_HAS_CODE = (select(P.c.id).where(P.c.code_hash == bindparam("h"), P.c.campaign_id == bindparam("cid"))
+             .limit(1))
 _LOOKUP = (select(*_RESULT_COLUMNS).select_from(K.join(E, E.c.id == K.c.evaluation_id))
            .where(K.c.task_key == bindparam("tk"), K.c.kind == bindparam("kind"),
                   K.c.hash == bindparam("h")))
@@ -108,7 +113,7 @@ def _dialect_statements(dialect_name: str) -> dict[str, Any]:
         else:
             from sqlalchemy.dialects.sqlite import insert
         upsert = insert(EC)
-        # Atomic replace-if-better (as db/sql.py upsert_if_greater): one INSERT .. ON CONFLICT
+        # Atomic replace-if-better: one INSERT .. ON CONFLICT
         # DO UPDATE .. WHERE score < new.
         upsert = upsert.on_conflict_do_update(
             index_elements=[EC.c.campaign_id, EC.c.island, EC.c.cell],
@@ -141,10 +146,6 @@ def cache_scope(project_id: int | None, shared: bool = False) -> str:
     return "open" if project_id is None else f"project:{int(project_id)}"
 
 
-def dims_from_config(config: dict[str, Any]) -> list[FeatureDim]:
-    return [FeatureDim(**d) for d in config.get("archive", {}).get("dims", [])]
-
-
 # relative_features(fingerprint, elite_fingerprints) -> {feature: value}: the task's hook
 # (evaluators.base.Task.relative_features) with its params bound, passed in by worker/runtime.py.
 RelativeFeatures = Callable[[Any, list[Any]], dict[str, float]]
@@ -153,28 +154,31 @@ RelativeFeatures = Callable[[Any, list[Any]], dict[str, float]]
 class CampaignStore:
     def __init__(self, sessions: sessionmaker[Session], campaign_id: int, *, cache_size: int = 4096,
                  relative_features: RelativeFeatures | None = None,
-                 fingerprint_key: str = "behaviour_fingerprint", shared_cache: bool = False):
+                 fingerprint_key: str = "behaviour_fingerprint", shared_cache: bool = False,
+                 runner: str = ""):
         """`shared_cache`: the operator's opt-in (worker/cache_policy.py) to share evaluation
-        cache entries across projects; otherwise they are the campaign's project's alone."""
+        cache entries across projects; otherwise they are the campaign's project's alone.
+        `runner`: the sandbox runner's identity (cache_policy.runner_id), part of code keys."""
         self.sessions = sessions
+        self.runner = runner
         self.engine = engine_of(sessions)
         self.campaign_id = campaign_id
         with sessions() as s:
             c = s.get(Campaign, campaign_id)
             if c is None:
-                raise KeyError(f"campaign {campaign_id} not found")
+                raise campaign_not_found(campaign_id)
             self.task_key = c.task_key
             self.cache_scope = cache_scope(c.project_id, shared_cache)
             self.islands = c.islands
-            self.dims = dims_from_config(c.config)
-            archive_cfg = c.config.get("archive", {})
-            self.migration_interval = int(archive_cfg.get("migration_interval", 0) or 0)
-            self.selection_config = SelectionConfig(**archive_cfg.get("selection", {}))
-            self.novelty_threshold = archive_cfg.get("novelty_threshold")
-            mutator_cfg = c.config.get("mutator", {}) or {}
-            self.meta_interval = int(mutator_cfg.get("meta_interval", 0) or 0)
-            # The children's failure reasons ("edit_errors") are read by LLM prompts only.
-            self.wants_failures = mutator_cfg.get("kind", "llm") != "local"
+            config = CampaignConfig.load(c)
+        archive = config.archive
+        self.dims: list[FeatureDim] = archive.dims
+        self.migration_interval = archive.migration_interval
+        self.selection_config = SelectionConfig(**archive.selection.model_dump())
+        self.novelty_threshold = archive.novelty_threshold
+        self.meta_interval = config.mutator.meta_interval
+        # The children's failure reasons ("edit_errors") are read by LLM prompts only.
+        self.wants_failures = config.mutator.kind != "local"
         self._stmts = _dialect_statements(self.engine.dialect.name)
         self._hasher = MinHasher()
         self._signatures: dict[int, Any] = {}
@@ -234,7 +238,7 @@ class CampaignStore:
         island(s) it is offered to. Called after the campaign row is written, so on PostgreSQL
         (row lock) and SQLite (write lock) commits see each other's elites in commit order."""
         elites = self.elites(conn)
-        islands = range(self.islands) if child.parent_id is None else [child.island]
+        islands = cells.target_islands(child.parent_id, child.island, self.islands)
         ids = list(dict.fromkeys(pid for i in islands for pid, _, _ in elites.get(i, [])))
         others = self._elite_fingerprints(conn, ids) if ids else []
         try:
@@ -274,20 +278,17 @@ class CampaignStore:
         parent = replace(chosen.parent, artifacts={**chosen.parent.artifacts, "edit_errors": errors})
         return replace(chosen, parent=parent)
 
-    def recent_failures(self, parent_id: int, limit: int = 3) -> list[str]:
-        """Why the parent's latest children failed, so the next prompt can avoid repeating it."""
-        with self.engine.connect() as conn:
-            return self._recent_failures(conn, parent_id, limit)
-
     @staticmethod
     def _recent_failures(conn: Connection, parent_id: int, limit: int = 3) -> list[str]:
+        """Why the parent's latest children failed, so the next prompt can avoid repeating it."""
         rows = conn.execute(_RECENT_FAILURES, {"pid": parent_id, "limit": limit}).all()
         return [f"{status}: {str((art or {}).get('reason', ''))[:300]}" for status, art in rows]
 
     def rebuild_elites(self) -> dict[tuple[int, str], tuple[int, float]]:
         """Recompute every elite cell from the stored programs and evaluations alone, replaying
-        them in commit order with the same placement and migration rules (exact for campaigns
-        run with one worker; with several, commit order is the program id order)."""
+        them in commit order through evolution/archive.py, the rules the commit applies in SQL
+        (exact for campaigns run with one worker; with several, commit order is the program id
+        order)."""
         archive = cells.Archive(self.islands)
         with self.sessions() as s:
             rows = s.execute(select(Program.id, Program.iteration, Program.island, Program.parent_id,
@@ -297,10 +298,10 @@ class CampaignStore:
                              .order_by(Program.id)).all()
         for pid, iteration, island, parent_id, status, code, score, features in rows:
             if status == OK and score is not None and code is not None:
-                cell = cells.parse_cell_key(self.cell_of(code, features or {}))
-                for i in (range(self.islands) if parent_id is None else [island]):
+                cell = cells.program_cell(code, features or {}, self.dims)
+                for i in cells.target_islands(parent_id, island, self.islands):
                     archive.offer(i, cell, pid, score, features or {})
-            if self.migration_interval and iteration and iteration % self.migration_interval == 0:
+            if cells.migration_due(iteration, self.migration_interval):
                 archive.migrate(iteration, force=True)
         return {(i, cells.cell_key(c)): (e.program_id, e.score) for i, c, e in archive.elites()}
 
@@ -327,8 +328,15 @@ class CampaignStore:
         return None
 
     # -- lookup ---------------------------------------------------------------------------
+    def has_code(self, code: str) -> bool:
+        """Whether this campaign already stored this exact program text: the local mutator's
+        `seen` (evolution/step.py `mutate_unseen`), one lookup on the indexed code hash."""
+        with self.engine.connect() as conn:
+            return conn.execute(_HAS_CODE, {"cid": self.campaign_id,
+                                            "h": hashing.code_hash(code)}).first() is not None
+
     def _cache_key(self, kind: str, raw_hash: str) -> str:
-        return hashing.cache_key(self.cache_scope, kind, raw_hash)
+        return hashing.cache_key(self.cache_scope, kind, raw_hash, self.runner)
 
     def lookup(self, *, run_hash: str | None = None,
                functional_hash: str | None = None) -> tuple[int | None, EvalResult] | None:
@@ -386,6 +394,7 @@ class CampaignStore:
                     status=r.status, score=r.score, created_at=now)).scalar_one()
                 placed = r.status == OK and r.score is not None and child.code is not None
                 new_best = self._count(conn, child, program_id, placed)
+                model_stats.record(conn, self.campaign_id, child)  # the LLM bandit's row
                 if placed and self._relative is not None:
                     # Stored as features (dashboard, rebuild_elites) before the cell is computed.
                     r = replace(r, features={**r.features, **self._relative_features(conn, child)})
@@ -397,7 +406,7 @@ class CampaignStore:
                     source_evaluation_id=child.cache_source_id, created_at=now)).scalar_one()
                 self._record_cache(conn, child, evaluation_id)
                 improved = self._place(conn, program_id, child, r.features) if placed else False
-                if self.migration_interval and child.iteration and child.iteration % self.migration_interval == 0:
+                if cells.migration_due(child.iteration, self.migration_interval):
                     migrate(conn, self.campaign_id, self.islands)
                 if self.meta_interval and child.iteration and child.iteration % self.meta_interval == 0:
                     self._refresh_meta_note(conn)
@@ -409,6 +418,9 @@ class CampaignStore:
                 row = conn.execute(_STORED_ITERATION, {"cid": self.campaign_id,
                                                        "it": child.iteration}).first()
             if row is None:
+                with self.engine.connect() as conn:
+                    if conn.execute(select(C.c.id).where(C.c.id == self.campaign_id)).first() is None:
+                        raise campaign_not_found(self.campaign_id) from None  # deleted meanwhile
                 raise
             return Committed(program_id=row[0], improved_cell=False, new_best=False,
                              result=_result((None, *row[2:])), cache=row[1])
@@ -446,14 +458,14 @@ class CampaignStore:
             conn.execute(self._stmts["insert_cache"], rows)
 
     def cell_of(self, code: str, features: dict[str, Any]) -> str:
-        values = {"code_size": cells.code_size_feature(code), **features}
-        return cells.cell_key(cells.cell_index(values, self.dims))
+        return cells.cell_key(cells.program_cell(code, features, self.dims))
 
     def _place(self, conn: Connection, program_id: int, child: Child, features: dict[str, Any]) -> bool:
+        """evolution/archive.py's placement on the elite table: the program's cell, on its
+        target islands, each through `offer` (replace-if-strictly-better in one statement)."""
         cell = self.cell_of(child.code, features)
-        islands = range(self.islands) if child.parent_id is None else [child.island]
         improved = False
-        for island in islands:
+        for island in cells.target_islands(child.parent_id, child.island, self.islands):
             improved |= offer(conn, self.campaign_id, island, cell, program_id, child.result.score,
                               features)
         return improved
@@ -483,7 +495,8 @@ class CampaignStore:
 
 def offer(s: Session | Connection, campaign_id: int, island: int, cell: str, program_id: int,
           score: float, features: dict[str, Any]) -> bool:
-    """Atomic replace-if-better of one elite cell. True when the program now holds the cell.
+    """Atomic replace-if-better of one elite cell (`evolution.archive.replaces`, spelled in SQL).
+    True when the program now holds the cell.
 
     One INSERT .. ON CONFLICT DO UPDATE .. WHERE score < new: an UPDATE-then-INSERT-IGNORE pair
     loses the better program when two writers both find the cell empty and the worse one inserts
@@ -496,16 +509,13 @@ def offer(s: Session | Connection, campaign_id: int, island: int, cell: str, pro
 
 
 def migrate(s: Session | Connection, campaign_id: int, islands: int) -> int:
-    """Ring migration: each island's best elite is offered to the next island's same cell."""
+    """Ring migration (`evolution.archive.migrants`) on the elite table: each island's best elite
+    is offered to the next island's same cell. Returns the number of copies made."""
     if islands < 2:
         return 0
-    best = {}
-    for island, cell, pid, score, feats in s.execute(
-            select(EC.c.island, EC.c.cell, EC.c.program_id, EC.c.score, EC.c.features)
-            .where(EC.c.campaign_id == campaign_id).order_by(EC.c.program_id)):
-        if island not in best or score > best[island][2]:
-            best[island] = (cell, pid, score, feats)
+    rows = s.execute(select(EC.c.island, EC.c.cell, EC.c.program_id, EC.c.score, EC.c.features)
+                     .where(EC.c.campaign_id == campaign_id)).all()
     moved = 0
-    for island, (cell, pid, score, feats) in best.items():
-        moved += offer(s, campaign_id, (island + 1) % islands, cell, pid, score, feats)
+    for target, cell, pid, score, feats in cells.migrants(rows, islands):
+        moved += offer(s, campaign_id, target, cell, pid, score, feats)
     return moved

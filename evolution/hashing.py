@@ -118,10 +118,17 @@ def run_hash(code: str, seed: int) -> str:
 CACHE_KEY_VERSION = "evoforge-cache-v2"  # v1 rows (normalised code, one global scope) never match
 
 
-def cache_key(scope: str, kind: str, raw_hash: str) -> str:
+def cache_key(scope: str, kind: str, raw_hash: str, runner: str = "") -> str:
     """The hash a cache row is stored under: `raw_hash` (a run or functional hash) within one
-    tenant scope (e.g. "project:7", "open", "shared") and kind ("code", "functional")."""
-    return _sha256(_json([CACHE_KEY_VERSION, scope, kind, raw_hash]))
+    tenant scope (e.g. "project:7", "open", "shared") and kind ("code", "functional").
+    `runner` (worker/cache_policy.py `runner_id`) is part of a code entry's key: a candidate can
+    tell sandbox runners apart (its argv, its pid, its files), so the same source and seed are
+    another run in another runner. Functional entries need no runner: the trusted scorer sees
+    the same outputs wherever they were made."""
+    parts = [CACHE_KEY_VERSION, scope, kind, raw_hash]
+    if kind == "code" and runner:
+        parts.append(f"runner={runner}")
+    return _sha256(_json(parts))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from typing import Any
 import httpcore2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from db.campaign_config import HttpURL, Prices
+
 ENDPOINTS_ENV = "EVOFORGE_LLM_ENDPOINTS"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 ANY_MODEL = "*"
@@ -47,14 +49,14 @@ class BlockedAddress(Exception):
 class EndpointConfig(BaseModel):
     """One `[endpoints.NAME]` table."""
     model_config = ConfigDict(extra="forbid")
-    base_url: str = Field(min_length=8, max_length=500)
+    base_url: HttpURL = Field(min_length=8, max_length=500)
     key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$",
                                 description="Name of the environment variable holding the key.")
     key_file: str | None = Field(None, max_length=4096, description="File holding the key.")
     models: list[str] = Field(min_length=1, max_length=256,
                               description='Model names callers may use; "*" allows any.')
-    prices: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="USD per 1M (prompt, completion) tokens, by model name.")
+    prices: Prices = Field(default_factory=dict,
+                           description="USD per 1M (prompt, completion) tokens, by model name.")
     projects: list[str] | None = Field(None, description="Only these projects (default: all).")
 
     @model_validator(mode="before")
@@ -65,21 +67,6 @@ class EndpointConfig(BaseModel):
                              "(key_env) or a file (key_file) that holds it")
         return data
 
-    @field_validator("base_url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return v
-
-    @field_validator("prices")
-    @classmethod
-    def _prices(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        import math
-        for name, pair in v.items():
-            if not all(math.isfinite(x) and 0 <= x <= 1e6 for x in pair):
-                raise ValueError(f"price for {name!r} must be two finite numbers in [0, 1e6]")
-        return v
 
     @model_validator(mode="after")
     def _one_key_source(self) -> "EndpointConfig":
@@ -299,7 +286,7 @@ def check_caller_url(url: str, policy: AddressPolicy) -> None:
 
 
 def check_mutator(m: Any, project: str | None, cfg: EndpointsFile | None = None) -> None:
-    """A REST caller's mutator spec (worker.spec.MutatorSpec), for a caller of `project`
+    """A REST caller's mutator spec (db.campaign_config.MutatorSpec), for a caller of `project`
     (None: open mode). EndpointError with a message the caller can act on."""
     if m.kind != "llm":
         if m.endpoint or m.base_url:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.campaign_config import CampaignSpec
 from db.models import Campaign
 from db.store import CampaignStore
 from evaluators.base import task_key
@@ -19,44 +20,46 @@ from evolution import hashing
 from evolution.program import syntax_check
 from evolution.step import Child, evaluate_code, functional_reuse
 from evolution.types import REJECTED, EvalResult, Mutation
-from worker.cache_policy import shares_cache
-from worker.campaigns import create_campaign
+from worker.cache_policy import runner_id, shares_cache
+from worker import quotas
+from worker.campaign_service import create_campaign
 from worker.runtime import shared_sandbox
-from worker.spec import CampaignSpec
-
-ADHOC = "adhoc"
-
 
 def adhoc_campaign(sessions: sessionmaker[Session], task: Any, params: Any,
                    project_id: int | None = None) -> int:
+    """The project's bookkeeping campaign for this task key (`Campaign.adhoc`), made on first use."""
     key = task_key(task, params)
     with sessions() as s:
-        cid = s.scalar(select(Campaign.id).where(Campaign.task_key == key, Campaign.name == ADHOC,
+        cid = s.scalar(select(Campaign.id).where(Campaign.task_key == key, Campaign.adhoc.is_(True),
                                                  Campaign.project_id.is_(project_id)
                                                  if project_id is None else
                                                  Campaign.project_id == project_id))
     if cid is not None:
         return cid
-    spec = CampaignSpec(task=task.name, params=params.model_dump(mode="json"), name=ADHOC,
+    spec = CampaignSpec(task=task.name, params=params.model_dump(mode="json"), name="adhoc",
                         archive={"islands": 1})
-    return create_campaign(sessions, spec, project_id=project_id, status="completed").id
+    return create_campaign(sessions, spec, project_id=project_id, status="completed", adhoc=True).id
 
 
 def evaluate_program(sessions: sessionmaker[Session], task: Any, params: Any, code: str, *,
                      sandbox: Any | None = None, seed: int = 0,
                      project_id: int | None = None) -> dict[str, Any]:
     cid = adhoc_campaign(sessions, task, params, project_id)
-    store = CampaignStore(sessions, cid, shared_cache=shares_cache(task))
-    with sessions.begin() as s:
-        it = s.execute(update(Campaign).where(Campaign.id == cid)
-                       .values(iterations_reserved=Campaign.iterations_reserved + 1)
-                       .returning(Campaign.iterations_reserved)).scalar_one() - 1
+    sandbox = sandbox or shared_sandbox("fork")
+    store = CampaignStore(sessions, cid, shared_cache=shares_cache(task), runner=runner_id(sandbox))
+    with quotas.admission(sessions, project_id):  # the evaluation quota, checked and reserved
+        with sessions() as s:                       # at once (worker/quotas.py)
+            quotas.check_evaluation(s, project_id)
+        with sessions.begin() as s:
+            it = s.execute(update(Campaign).where(Campaign.id == cid)
+                           .values(iterations_reserved=Campaign.iterations_reserved + 1)
+                           .returning(Campaign.iterations_reserved)).scalar_one() - 1
     error, reuse = syntax_check(code), False
     if error:
         result, cache, source = EvalResult(status=REJECTED, score=None,
                                            artifacts={"reason": error}), "miss", None
     else:
-        evaluator = CascadeEvaluator(task, params, sandbox or shared_sandbox("fork"))
+        evaluator = CascadeEvaluator(task, params, sandbox)
         result, cache, source = evaluate_code(code, store=store, evaluator=evaluator, seed=seed)
         reuse = functional_reuse(evaluator)
     code_hash = hashing.code_hash(code)

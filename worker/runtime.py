@@ -1,7 +1,7 @@
 """Build the objects one iteration needs (store, mutator, evaluator) for a stored campaign.
 
 The embedded executor and the Celery tasks both call `Runtime.for_campaign`, so they run the
-very same step with the very same parts.
+very same step (`propose`, then `complete`: evolution/step.py) with the very same parts.
 """
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.campaign_config import CampaignConfig
+from db.errors import campaign_not_found
 from db.models import Campaign
 from db.store import CampaignStore
 from evaluators.base import FINGERPRINT_KEY, get_task, parse_params
 from evaluators.pipeline import CascadeEvaluator
-from evolution.step import Committed, Evaluator, Mutator, Selection, run_iteration
+from evolution.step import (Committed, Evaluator, Mutator, Proposal, Selection, complete,
+                            island_of, propose)
 from evolution.types import Mutation
-from worker.cache_policy import shares_cache
-from worker.campaigns import spec_of
-from worker.spec import CampaignSpec
+from worker.cache_policy import runner_id, shares_cache
 
 _sandboxes: dict[str, Any] = {}
 _sandbox_lock = threading.Lock()
@@ -104,7 +105,7 @@ class SeedMutator:
         return Mutation(code=self.code, kind="seed")
 
 
-def make_mutator(spec: CampaignSpec, task: Any, params: Any, store: CampaignStore,
+def make_mutator(spec: CampaignConfig, task: Any, params: Any, store: CampaignStore,
                  sessions: sessionmaker[Session], campaign_id: int, *,
                  operator_url: str | None = None) -> Mutator:
     if spec.mutator.kind == "local":
@@ -132,27 +133,35 @@ class Runtime:
         with sessions() as s:
             c = s.get(Campaign, campaign_id)
             if c is None:
-                raise KeyError(f"campaign {campaign_id} not found")
-            spec = spec_of(c)
+                raise campaign_not_found(campaign_id)
+            spec = CampaignConfig.load(c)
             seed, islands, seed_code = c.seed, c.islands, c.seed_program
             raw_params = c.params
         task = get_task(spec.task)
         params = parse_params(task, raw_params)
         hook = getattr(task, "relative_features", None)  # optional: see evaluators.base.Task
-        store = CampaignStore(sessions, campaign_id, fingerprint_key=FINGERPRINT_KEY,
-                              relative_features=partial(hook, params) if hook is not None else None,
-                              shared_cache=shares_cache(task))
         if sandbox is None:
             sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
             if hasattr(sandbox, "for_task"):  # containers: the task's image, GPU device requests
                 sandbox = sandbox.for_task(task.name, gpu=task.resources.gpu)
+        store = CampaignStore(sessions, campaign_id, fingerprint_key=FINGERPRINT_KEY,
+                              relative_features=partial(hook, params) if hook is not None else None,
+                              shared_cache=shares_cache(task), runner=runner_id(sandbox))
         evaluator = CascadeEvaluator(task, params, sandbox)
         mutator = make_mutator(spec, task, params, store, sessions, campaign_id,
                                operator_url=operator_url)
         return cls(campaign_id, seed, islands, store, mutator, evaluator, seed_code)
 
-    def iterate(self, iteration: int) -> Committed:
+    def propose(self, iteration: int) -> Proposal:
+        """Select and mutate (iteration 0 proposes the seed program unchanged)."""
         mutator = SeedMutator(self.seed_code) if iteration == 0 else self.mutator
-        island = 0 if iteration == 0 else (iteration - 1) % self.islands
-        return run_iteration(iteration, island, store=self.store, mutator=mutator,
-                             evaluator=self.evaluator, seed=self.seed)
+        return propose(iteration, island_of(iteration, self.islands), store=self.store,
+                       mutator=mutator, seed=self.seed)
+
+    def complete(self, proposal: Proposal) -> Committed:
+        """Dedupe, evaluate and commit a proposal (made here or by another worker)."""
+        return complete(proposal, store=self.store, evaluator=self.evaluator, seed=self.seed)
+
+    def iterate(self, iteration: int) -> Committed:
+        """Both halves, in this thread."""
+        return self.complete(self.propose(iteration))

@@ -1,9 +1,10 @@
 """Scheduled campaigns and the `evoforge beat` loop.
 
 A campaign whose config has `schedule: {cron, evaluations_per_run}` runs only in slices: at each
-cron trigger (UTC) its `max_evaluations` column (the end of the current slice) is set to what it
-has reserved so far plus `evaluations_per_run`, capped by `budget.max_evaluations` (the total,
-when one was asked for), and it is enqueued again, on the same archive. Before its first trigger
+cron trigger (UTC) its run limit, the `max_evaluations` column (here: the end of the current
+slice), is set to what it has reserved so far plus `evaluations_per_run`, capped by its config's
+`budget.max_evaluations` (the total, when one was asked for; the one home of the total), and it
+is enqueued again, on the same archive. Before its first trigger
 and between slices it waits (`queued`, or `completed` after a slice): `waits_for_trigger` is
 the rule the runners apply before starting it. Triggers missed while beat was down collapse into
 one slice. A paused campaign's triggers pass without a slice; cancelled and failed campaigns are
@@ -27,9 +28,11 @@ from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import ACTIVE, set_status
+from db.campaign_rows import ACTIVE, set_status
+from db.campaign_config import Budget, Schedule
 from db.models import Campaign
 from worker import quotas
+from worker.campaign_service import open_slice
 
 log = logging.getLogger(__name__)
 SCHEDULABLE = ("queued", "running", "completed", "paused")
@@ -55,10 +58,16 @@ def due(cron: str, last_run: datetime, now: datetime) -> datetime | None:
     return _utc(croniter(cron, now).get_prev(datetime))
 
 
+def schedule_of(config: dict | None) -> Schedule | None:
+    """The schedule of a stored config document (db/campaign_config.py), if any."""
+    raw = (config or {}).get("schedule")
+    return Schedule.model_validate(raw) if raw else None
+
+
 def waits_for_trigger(c: Campaign) -> bool:
     """True for a scheduled campaign outside a slice: before its first trigger, or once the
     slice's evaluations are all done. A runner leaves such a campaign queued."""
-    if not (c.config or {}).get("schedule"):
+    if schedule_of(c.config) is None:
         return False
     if c.last_scheduled_at is None or c.max_evaluations is None:
         return True
@@ -80,7 +89,7 @@ def slice_end(c: Campaign, per_run: int) -> int:
     done), never past the total budget asked for."""
     done = max(c.iterations_reserved, c.evaluations)
     end = done + max(1, per_run)
-    total = quotas.budget_asked(c.config)
+    total = Budget.model_validate((c.config or {}).get("budget") or {}).max_evaluations
     return end if total is None else min(end, total)
 
 
@@ -96,12 +105,12 @@ def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
     with sessions() as s:
         candidates = [cid for cid, cfg in s.execute(
             select(Campaign.id, Campaign.config).where(Campaign.status.in_(SCHEDULABLE)))
-            if (cfg or {}).get("schedule")]
+            if schedule_of(cfg) is not None]
     started = []
     for cid in candidates:
         try:
             if _serve(sessions, cid, now):
-                set_status(sessions, cid, "running", only_from=("queued", "completed", "running"))
+                open_slice(sessions, cid)
                 enqueue(cid)
                 started.append(cid)
         except Exception:
@@ -112,16 +121,16 @@ def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
 def _serve(sessions: sessionmaker[Session], cid: int, now: datetime) -> bool:
     with sessions.begin() as s:
         c = s.execute(select(Campaign).where(Campaign.id == cid).with_for_update()).scalar_one_or_none()
-        sched = (c.config or {}).get("schedule") if c is not None else None
-        if not sched or c.status not in SCHEDULABLE:
+        sched = schedule_of(c.config) if c is not None else None
+        if sched is None or c.status not in SCHEDULABLE:
             return False
-        t = due(sched["cron"], c.last_scheduled_at or c.created_at, now)
+        t = due(sched.cron, c.last_scheduled_at or c.created_at, now)
         if t is None:
             return False
         values: dict = {"last_scheduled_at": t}
         work = c.status != "paused"
         if work:
-            end = slice_end(c, int(sched.get("evaluations_per_run") or 100))
+            end = slice_end(c, sched.evaluations_per_run)
             work = end > max(c.iterations_reserved, c.evaluations)  # else: the budget is spent
             if work and c.status not in ACTIVE and _at_running_quota(s, c):
                 log.info("campaign %s: trigger %s waits (project at its running quota)", cid, t)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.services import campaigns as campaigns_svc
+from api.services import project_campaigns as campaigns_svc
 from api.services import programs as programs_svc
 from db.models import Program
 

@@ -8,13 +8,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import TypeAdapter
 
 from api import events
-from api.caches import MISS
+from api.caches import MISS, body_key
 from api.errors import E401
 from api.deps import Auth, CampaignId, Limit, Offset, State
 from api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
                          Page, ProgramSummaryPublic, ScheduleUpdate)
 from api.services import NotFound
-from api.services import campaigns as svc
+from api.services import project_campaigns as svc
 from api.services import programs as programs_svc
 from evolution.types import EVAL_STATUSES
 
@@ -102,9 +102,14 @@ def pause_campaign(campaign_id: CampaignId, state: State, who: Auth):
 
 @router.post("/{campaign_id}/resume", response_model=CampaignPublic,
              responses={**E404, **E409, **EQUOTA})
-def resume_campaign(campaign_id: CampaignId, state: State, who: Auth):
-    """Continue a paused (or queued) campaign on the same archive."""
-    svc.resume(state.sessions, who, campaign_id, state.runner)
+def resume_campaign(campaign_id: CampaignId, state: State, who: Auth,
+                    evaluations: int | None = Query(
+                        None, ge=0, le=10_000_000,
+                        description="More evaluations: the budget becomes this many past those "
+                                    "done, and a completed campaign runs again.")):
+    """Continue a paused (or queued) campaign on the same archive; with `evaluations`, also a
+    completed one, its budget raised (the meaning `evoforge run --resume` has)."""
+    svc.resume(state.sessions, who, campaign_id, state.runner, more_evaluations=evaluations)
     return _read(state, who, campaign_id)
 
 
@@ -150,32 +155,32 @@ def delete_schedule(campaign_id: CampaignId, state: State, who: Auth):
 
 
 @router.get("/{campaign_id}/elites", response_model=ElitesPublic, responses=E404)
-async def get_elites(campaign_id: CampaignId, state: State, who: Auth):
+async def get_elites(campaign_id: CampaignId, request: Request, state: State, who: Auth):
     """The MAP-Elites archive: each island's occupied cells with score and program id."""
-    caches = state.caches
+    caches, raw_query = state.caches, request.scope.get("query_string", b"")
     version = await _cached_version(state, who, campaign_id)
-    body = caches.body(("elites", version))
+    body = caches.body(body_key("elites", version, raw_query))
     if body is None:
         def build():
             with state.sessions() as s:
                 v, out = programs_svc.elites_versioned(s, who, campaign_id)
             return v, _ELITES_JSON.dump_json(_ELITES_JSON.validate_python(out))
-        version, body = await caches.single_flight(("elites", version), build)
-        caches.remember_body(("elites", version), body)
+        version, body = await caches.single_flight(body_key("elites", version, raw_query), build)
+        caches.remember_body(body_key("elites", version, raw_query), body)
     return _json(body)
 
 
 @router.get("/{campaign_id}/programs", response_model=Page[ProgramSummaryPublic], responses=E404)
-async def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit: Limit = 50,
+async def list_programs(campaign_id: CampaignId, request: Request, state: State, who: Auth,
+                  limit: Limit = 50,
                   offset: Offset = 0,
                   sort: Literal["score", "-score", "iteration", "-iteration"] = Query(
                       "score", description="score: best first; iteration: oldest first; '-' reverses."),
                   status: Literal[EVAL_STATUSES] | None = None,  # type: ignore[valid-type]
                   island: int | None = Query(None, ge=0, le=63)):
-    caches = state.caches
+    caches, raw_query = state.caches, request.scope.get("query_string", b"")
     version = await _cached_version(state, who, campaign_id)
-    query = (sort, status, island, limit, offset)
-    body = caches.body(("programs", version, query))
+    body = caches.body(body_key("programs", version, raw_query))
     if body is None:
         def build():
             with state.sessions() as s:
@@ -184,8 +189,8 @@ async def list_programs(campaign_id: CampaignId, state: State, who: Auth, limit:
                     offset=offset)
             page = {"items": items, "total": total, "limit": limit, "offset": offset}
             return v, _PAGE_JSON.dump_json(_PAGE_JSON.validate_python(page))
-        version, body = await caches.single_flight(("programs", version, query), build)
-        caches.remember_body(("programs", version, query), body)
+        version, body = await caches.single_flight(body_key("programs", version, raw_query), build)
+        caches.remember_body(body_key("programs", version, raw_query), body)
     return _json(body)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal
 from db.models import Project
-from worker.campaigns import SpecError
+from worker.campaign_service import SpecError
 from worker.endpoints import EndpointError, EndpointsFile, check_mutator as _check, load_endpoints
 
 log = logging.getLogger("evoforge.api")

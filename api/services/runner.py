@@ -10,14 +10,13 @@ A scheduler thread serves cron triggers every `EVOFORGE_SCHEDULE_INTERVAL_S` (5 
 beat` does with a broker; a scheduled campaign outside a slice stays queued
 (`worker.schedule.hold`).
 
-With a broker, the API only stores campaigns and calls `worker.dispatch.enqueue_campaign(id)`
-when that module exists; Celery workers do the rest. It also runs the sweeper
+With a broker, the API only stores campaigns and calls `worker.dispatch.enqueue_campaign(id)`;
+Celery workers do the rest. It also runs the sweeper
 (`worker.dispatch.SweeperThread`) while it is up: iterations of a dead worker (stale lease) and
 lost messages are re-sent, so API + workers recover without `evoforge beat`.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -28,11 +27,10 @@ from typing import Callable, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaigns import set_status
+from db.campaign_rows import set_status
 from db.models import Campaign
 
 log = logging.getLogger(__name__)
-ADHOC = "adhoc"
 SCHEDULE_INTERVAL_ENV = "EVOFORGE_SCHEDULE_INTERVAL_S"
 
 
@@ -168,7 +166,7 @@ class InProcessRunner:
     def startup(self) -> None:
         with self.sessions() as s:
             ids = list(s.scalars(select(Campaign.id).where(Campaign.status == "running",
-                                                            Campaign.name != ADHOC)))
+                                                            Campaign.adhoc.is_(False))))
         for cid in ids:
             log.info("resuming campaign %s", cid)
             self.start(cid)
@@ -221,13 +219,8 @@ class BrokerRunner:
         self._sweeper = None
 
     def start(self, campaign_id: int) -> None:
-        try:
-            dispatch = importlib.import_module("worker.dispatch")
-        except ModuleNotFoundError as exc:
-            if exc.name != "worker.dispatch":
-                raise
-            log.warning("worker.dispatch not available: campaign %s stays queued", campaign_id)
-            return
+        from worker import dispatch  # imported on first use: the broker's client libraries
+
         try:
             dispatch.enqueue_campaign(campaign_id)
         except Exception:  # the campaign is stored; the dispatcher picks it up later
@@ -242,12 +235,8 @@ class BrokerRunner:
     def startup(self) -> None:
         if not self.sweep:
             return
-        try:
-            dispatch = importlib.import_module("worker.dispatch")
-        except ModuleNotFoundError as exc:
-            if exc.name != "worker.dispatch":
-                raise
-            return
+        from worker import dispatch
+
         self._sweeper = dispatch.SweeperThread(self.sessions).start()
 
     def shutdown(self) -> None:

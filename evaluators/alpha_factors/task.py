@@ -10,7 +10,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from evaluators.alpha_factors import data, metrics
+import evaluators.alpha_factors.data as data
+import evaluators.alpha_factors.metrics as metrics
 from evaluators.base import FINGERPRINT_KEY, FeatureDim, Resources, Stage
 from evolution.types import StageResult
 

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from evaluators.base import FeatureDim, Resources, Stage
-from evaluators.optimizer import harness, problems
+import evaluators.optimizer.harness as harness
+import evaluators.optimizer.problems as problems
 from evolution.types import StageResult
 
 HERE = Path(__file__).parent

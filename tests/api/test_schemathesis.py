@@ -32,8 +32,8 @@ KEY, PROJECT_ID = create_key(session_factory(DB_URL), "schemathesis")
 def _seed_rows() -> None:
     """A few campaigns and programs, so generated small ids sometimes hit real rows."""
     from db.models import Evaluation, Program
-    from worker.campaigns import create_campaign
-    from worker.spec import CampaignSpec
+    from worker.campaign_service import create_campaign
+    from db.campaign_config import CampaignSpec
 
     sessions = session_factory(DB_URL)
     for seed in range(3):

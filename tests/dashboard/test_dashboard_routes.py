@@ -14,8 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 def populate(sessions, programs: int = 40, islands: int = 2):
     """A campaign with a chain of programs (each the child of the previous), some failures, elites."""
-    from worker.campaigns import create_campaign
-    from worker.spec import CampaignSpec
+    from worker.campaign_service import create_campaign
+    from db.campaign_config import CampaignSpec
 
     c = create_campaign(sessions, CampaignSpec(task="circle_packing", archive={"islands": islands}))
     rng = random.Random(0)

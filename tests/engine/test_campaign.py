@@ -1,13 +1,12 @@
 """The embedded engine end to end: real SQLite, real fork-server sandbox, real circle packing."""
 from sqlalchemy import func, select
 
-from db.campaigns import summary
 from db.models import Campaign, EliteCell, Evaluation, Program
 from evolution.step import Child
 from evolution.types import OK, EvalResult, Mutation
-from worker.campaigns import create_campaign
+from worker.campaign_service import create_campaign
 from worker.embedded import EmbeddedExecutor
-from worker.spec import CampaignSpec
+from db.campaign_config import CampaignSpec
 
 
 def run_campaign(sessions, sandbox, *, evals, parallel=1, seed=0, **extra):
@@ -158,15 +157,15 @@ def test_campaign_that_cannot_start_is_failed_not_stuck(sessions, fork_sandbox):
     cid = create_campaign(sessions, CampaignSpec(task="circle_packing", budget={"max_evaluations": 5})).id
     with sessions.begin() as s:  # a stored campaign whose task no longer exists on this worker
         c = s.get(Campaign, cid)
-        c.config = {**c.config, "task": "vanished_task"}
+        c.task = "vanished_task"  # the task's one home is its column (db/campaign_config.py)
     out = EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
     assert out["status"] == "failed" and "vanished_task" in out["error"]
 
 
 def test_unknown_params_are_rejected():
     import pytest
-    from worker.campaigns import SpecError
+    from worker.campaign_service import SpecError
 
     with pytest.raises(SpecError, match="unknown param"):
-        from worker.campaigns import resolve
+        from worker.campaign_service import resolve
         resolve(CampaignSpec(task="circle_packing", params={"nn": 3}))

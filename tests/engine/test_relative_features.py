@@ -8,9 +8,9 @@ from db.store import CampaignStore
 from evaluators.base import FINGERPRINT_KEY
 from evolution import archive as cells
 from evolution.types import OK
-from worker.campaigns import create_campaign
+from worker.campaign_service import create_campaign
 from worker.embedded import EmbeddedExecutor
-from worker.spec import CampaignSpec
+from db.campaign_config import CampaignSpec
 
 PARAMS = {"data": "synthetic", "synth_dates": 300, "synth_assets": 12, "synth_signal_ic": 0.1}
 

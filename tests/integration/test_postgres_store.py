@@ -15,8 +15,8 @@ from db.models import Campaign, EliteCell, Program
 from evolution.step import Child
 from evolution.types import OK, EvalResult, Mutation
 from tests.integration.services import EVOFORGE, ROOT, pg_url, postgres_server  # noqa: F401
-from worker.campaigns import create_campaign
-from worker.spec import CampaignSpec
+from worker.campaign_service import create_campaign
+from db.campaign_config import CampaignSpec
 
 pytestmark = pytest.mark.integration
 

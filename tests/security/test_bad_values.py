@@ -203,8 +203,8 @@ def _refusal_is_one_failed_evaluation(url: str, bad_metrics: dict) -> None:
     from db.store import CampaignStore
     from evolution.step import Child
     from evolution.types import OK, EvalResult, Mutation
-    from worker.campaigns import create_campaign
-    from worker.spec import CampaignSpec
+    from worker.campaign_service import create_campaign
+    from db.campaign_config import CampaignSpec
 
     sessions = session_factory(url)
     cid = create_campaign(sessions, CampaignSpec(task="circle_packing")).id

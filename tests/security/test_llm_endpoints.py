@@ -248,7 +248,7 @@ def test_redirect_is_a_clear_permanent_error(listener_factory):
 def _stored_mutator(url: str, sessions=None, **runtime):
     from evaluators.base import get_task, parse_params
     from worker.llm import make_llm_mutator
-    from worker.spec import CampaignSpec
+    from db.campaign_config import CampaignSpec
 
     spec = CampaignSpec.model_validate(body({"base_url": url, "models": [{"name": "m"}]}))
     task = get_task("circle_packing")

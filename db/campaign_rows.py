@@ -1,4 +1,4 @@
-"""Campaign repository: create, reserve work, change status, summarise."""
+"""Campaign rows: reserve work, check budgets, change status (the statements on `campaign`)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.campaign_config import Budget
 from db.models import Campaign, Program
 from evolution.sanitize import Sanitizer
 
@@ -51,32 +52,37 @@ def reserve_slot(sessions: sessionmaker[Session], campaign_id: int) -> int | Non
     Token, cost and time budgets are checked first (the UPDATE covers the evaluation budget)."""
     with sessions() as s:
         c = s.get(Campaign, campaign_id)
-        if c is None or c.status != "running" or budget_left(c):
+        if c is None or c.status != "running" or spent_budget(c):
             return None
     with engine_of(sessions).begin() as conn:
         row = conn.execute(_RESERVE_SLOT, {"cid": campaign_id}).first()
         return None if row is None else row[0] - 1
 
 
-def has_extra_budget(config: dict[str, Any] | None) -> bool:
+def _budget(c: Campaign) -> Budget:
+    return Budget.model_validate((c.config or {}).get("budget") or {})
+
+
+def has_extra_budget(c: Campaign) -> bool:
     """True when the campaign has a token, cost or time budget, which `reserve_iteration`
     alone does not check (it checks the status and the evaluation budget)."""
-    budget = (config or {}).get("budget", {}) or {}
-    return bool(budget.get("max_tokens") or budget.get("max_cost_usd") or budget.get("max_seconds"))
+    budget = _budget(c)
+    return bool(budget.max_tokens or budget.max_cost_usd or budget.max_seconds)
 
 
-def budget_left(c: Campaign, now: datetime | None = None) -> str | None:
-    """The name of the first spent budget, or None while work may go on."""
-    budget = (c.config or {}).get("budget", {})
+def spent_budget(c: Campaign, now: datetime | None = None) -> str | None:
+    """The name of the first spent budget, or None while work may go on. The evaluation budget
+    is the run's limit (the `max_evaluations` column: a schedule's slice end, or the total)."""
+    budget = _budget(c)
     if c.max_evaluations is not None and c.evaluations >= c.max_evaluations:
         return "max_evaluations"
-    if budget.get("max_tokens") and c.tokens >= budget["max_tokens"]:
+    if budget.max_tokens and c.tokens >= budget.max_tokens:
         return "max_tokens"
-    if budget.get("max_cost_usd") and c.cost_usd >= budget["max_cost_usd"]:
+    if budget.max_cost_usd and c.cost_usd >= budget.max_cost_usd:
         return "max_cost_usd"
-    if budget.get("max_seconds") and c.started_at is not None:
+    if budget.max_seconds and c.started_at is not None:
         now = now or datetime.now(timezone.utc)
-        if (now - utc(c.started_at)).total_seconds() >= budget["max_seconds"]:
+        if (now - utc(c.started_at)).total_seconds() >= budget.max_seconds:
             return "max_seconds"
     return None
 
@@ -112,22 +118,3 @@ def missing_iterations(s: Session, campaign_id: int, reserved: int) -> list[int]
 def utc(t: datetime | None) -> datetime | None:
     """SQLite hands datetimes back without a zone; they were stored in UTC."""
     return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def summary(c: Campaign) -> dict[str, Any]:
-    elapsed = None
-    if c.started_at is not None:
-        end = utc(c.finished_at) or datetime.now(timezone.utc)
-        elapsed = max(0.0, (end - utc(c.started_at)).total_seconds())
-    return {
-        "campaign_id": c.id, "name": c.name, "task": c.task, "params": c.params, "status": c.status,
-        "seed": c.seed, "evaluations": c.evaluations, "max_evaluations": c.max_evaluations,
-        "best_score": c.best_score, "seed_score": c.seed_score, "best_program_id": c.best_program_id,
-        "cache_hits": c.cache_hits, "evaluations_saved": c.cache_hits, "sandbox_runs": c.sandbox_runs,
-        "failures": c.failures, "rejected": c.rejected, "novelty_skips": c.novelty_skips, "tokens": c.tokens,
-        "cost_usd": round(c.cost_usd, 6), "elapsed_s": None if elapsed is None else round(elapsed, 3),
-        "error": c.error or None,
-        "created_at": utc(c.created_at).isoformat() if c.created_at else None,
-        "started_at": utc(c.started_at).isoformat() if c.started_at else None,
-        "finished_at": utc(c.finished_at).isoformat() if c.finished_at else None,
-    }

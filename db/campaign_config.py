@@ -1,9 +1,43 @@
-"""Campaign configuration: the one Pydantic model shared by the CLI, the REST API and workers."""
+"""Campaign configuration, typed: `CampaignSpec` is what a user asks for (CLI, REST API),
+`CampaignConfig` what a stored campaign runs with (store, runtime, dispatcher, API, dashboard).
+
+A campaign's `config` column holds one JSON document, `CampaignConfig.document()`: its
+`schema_version`, `sandbox`, `mutator`, `archive` (with the feature dims fixed at creation),
+`budget` and `schedule`. The facts that have a column of their own (task, params, name, seed,
+parallel, archive.islands) live only there; `CampaignConfig.load(row)` puts both together.
+`budget.max_evaluations` is the total asked for; the `max_evaluations` column is the run's
+limit, where the current run stops (db/models.py).
+"""
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from evolution.types import FeatureDim
+
+SCHEMA_VERSION = 1
+
+
+def _check_prices(v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    for name, pair in v.items():
+        if not all(math.isfinite(x) and 0 <= x <= 1e6 for x in pair):
+            raise ValueError(f"price for {name!r} must be two finite numbers in [0, 1e6]")
+    return v
+
+
+# USD per 1M (prompt, completion) tokens, by model name (a campaign's or an operator endpoint's).
+Prices = Annotated[dict[str, tuple[float, float]], AfterValidator(_check_prices)]
+
+
+def _check_http(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("base_url must start with http:// or https://")
+    return v
+
+
+HttpURL = Annotated[str, AfterValidator(_check_http)]
 
 
 class Budget(BaseModel):
@@ -39,7 +73,7 @@ class MutatorSpec(BaseModel):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
         description="An LLM endpoint the operator declared (GET /api/v1/endpoints): its URL, key "
                     "and prices come from the server's configuration.")
-    base_url: str | None = Field(
+    base_url: HttpURL | None = Field(
         None, max_length=500,
         description="Your own OpenAI-compatible server, only where the operator allows it for "
                     "your project; it never gets the server's key.")
@@ -53,25 +87,8 @@ class MutatorSpec(BaseModel):
                                description="Refresh a meta note from what improved and failed every this "
                                            "many evaluations, shown in later prompts (0: off).")
     idea_threshold: float = Field(5.0, ge=0, le=10)
-    prices: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, max_length=64,
-        description="USD per 1M (prompt, completion) tokens, by model name")
-
-    @field_validator("prices")
-    @classmethod
-    def _prices(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        import math
-        for name, pair in v.items():
-            if not all(math.isfinite(x) and 0 <= x <= 1e6 for x in pair):
-                raise ValueError(f"price for {name!r} must be two finite numbers in [0, 1e6]")
-        return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return v
+    prices: Prices = Field(default_factory=dict, max_length=64,
+                           description="USD per 1M (prompt, completion) tokens, by model name")
 
     @model_validator(mode="after")
     def _one_target(self) -> "MutatorSpec":
@@ -124,16 +141,59 @@ class Schedule(BaseModel):
         return v
 
 
-class CampaignSpec(BaseModel):
+class _Settings(BaseModel):
+    """The fields a request and a stored campaign share."""
     model_config = ConfigDict(extra="forbid")
     task: str = Field(min_length=1, max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
-    program: str | None = Field(None, max_length=1_000_000, description="Seed program source.")
     name: str = Field("", max_length=200)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     parallel: int = Field(1, ge=1, le=256)
     sandbox: Literal["fork", "subprocess", "docker"] = "fork"
     mutator: MutatorSpec = Field(default_factory=MutatorSpec)
-    archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
     budget: Budget = Field(default_factory=Budget)
     schedule: Schedule | None = None
+
+
+class CampaignSpec(_Settings):
+    """A campaign as asked for."""
+    program: str | None = Field(None, max_length=1_000_000, description="Seed program source.")
+    archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
+
+
+class ArchiveConfig(ArchiveSpec):
+    dims: list[FeatureDim] = Field(default_factory=list,
+                                   description="The archive's axes, bin edges fixed at creation.")
+
+
+# Facts with a column of their own: never in the stored document.
+_COLUMNS = ("task", "params", "name", "seed", "parallel")
+_DOCUMENT_KEYS = ("sandbox", "mutator", "archive", "budget", "schedule")
+
+
+class CampaignConfig(_Settings):
+    """A stored campaign's configuration (validated once, at creation; see the module doc)."""
+    schema_version: Literal[1] = SCHEMA_VERSION
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+
+    @classmethod
+    def create(cls, spec: CampaignSpec, dims: list[FeatureDim]) -> "CampaignConfig":
+        fields = spec.model_dump(exclude={"program", "archive"})
+        archive = ArchiveConfig(**spec.archive.model_dump(), dims=dims)
+        return cls(**fields, archive=archive)
+
+    def document(self) -> dict[str, Any]:
+        """What the `config` column stores."""
+        doc = self.model_dump(mode="json", include={"schema_version", *_DOCUMENT_KEYS})
+        doc["archive"].pop("islands")
+        return doc
+
+    @classmethod
+    def load(cls, row: Any) -> "CampaignConfig":
+        """The typed config of a `db.models.Campaign` row (its document and its columns)."""
+        doc = row.config or {}
+        archive = {**(doc.get("archive") or {}), "islands": row.islands}
+        return cls.model_validate({
+            **{k: doc[k] for k in _DOCUMENT_KEYS if doc.get(k) is not None}, "archive": archive,
+            "task": row.task, "params": row.params or {}, "name": row.name or "",
+            "seed": row.seed, "parallel": row.parallel})

@@ -1,0 +1,1 @@
+"""The `evoforge` command line (`cli.main:main`): one module per group of commands."""
