@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 
-from api import dashboard, fastpath, guards
-from api.deps import AppState, reject_unknown_query
-from api.metrics import LatencyMiddleware, Metrics
-from api.routers import campaigns, endpoints, programs, system, tasks
-from api.services import Conflict, NotFound
-from api.services.runner import BrokerRunner, InProcessRunner, NullRunner
-from worker.campaign_service import SpecError
+from evoforge.api import dashboard, fastpath, guards
+from evoforge.api.deps import AppState, reject_unknown_query
+from evoforge.api.metrics import LatencyMiddleware, Metrics
+from evoforge.api.routers import campaigns, endpoints, programs, system, tasks
+from evoforge.api.services import Conflict, NotFound
+from evoforge.api.services.runner import BrokerRunner, InProcessRunner, NullRunner
+from evoforge.worker.campaign_service import SpecError
 
 log = logging.getLogger("evoforge.api")
 API_PREFIX = "/api/v1"
@@ -47,7 +47,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     max_body_bytes: request body limit (None reads $EVOFORGE_MAX_BODY_BYTES, default 4 MiB).
         See api/guards.py.
     """
-    from db.engine import default_url, session_factory, upgrade
+    from evoforge.db.engine import default_url, session_factory, upgrade
 
     db_url = db_url or default_url()
     if broker_url is None:

@@ -17,8 +17,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from starlette.concurrency import run_in_threadpool
 
-from api.caches import MISS
-from db import apikeys
+from evoforge.api.caches import MISS
+from evoforge.db import apikeys
 
 # Declares the scheme in OpenAPI (the "Authorize" button of /docs); the header is parsed below.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `evf_...`.")

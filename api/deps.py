@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import Principal, principal
-from api.caches import ApiCaches
-from api.schemas import MAX_ID
+from evoforge.api.auth import Principal, principal
+from evoforge.api.caches import ApiCaches
+from evoforge.api.schemas import MAX_ID
 
 
 @dataclass

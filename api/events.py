@@ -25,7 +25,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from db.campaign_rows import FINAL
+from evoforge.db.campaign_rows import FINAL
 
 log = logging.getLogger(__name__)
 MAX_STREAMS_ENV = "EVOFORGE_SSE_MAX_STREAMS"

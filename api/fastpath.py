@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 import time
 
-from api.auth import Principal, bearer_token
-from api.caches import MISS, body_key
+from evoforge.api.auth import Principal, bearer_token
+from evoforge.api.caches import MISS, body_key
 
 STALE_GRACE_S = 0.25
 _PATH = re.compile(r"/api/v1/campaigns/([1-9][0-9]{0,18})/(elites|programs)")
@@ -46,7 +46,7 @@ class CachedReads:
             if now > expires + STALE_GRACE_S:
                 return None
             if not caches.refreshing(("version", project_id, campaign_id)):
-                from api.routers.campaigns import refresh_version
+                from evoforge.api.routers.campaigns import refresh_version
 
                 caches.in_background(refresh_version(self.state, Principal(project_id),
                                                      campaign_id))

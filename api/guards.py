@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from api.auth import is_loopback
+from evoforge.api.auth import is_loopback
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 4 * MiB

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from db.models import Campaign
+from evoforge.db.models import Campaign
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")

@@ -14,9 +14,9 @@ from typing import Iterator
 from fastapi import HTTPException
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import Principal
-from worker import quotas
-from db.campaign_config import CampaignSpec
+from evoforge.api.auth import Principal
+from evoforge.worker import quotas
+from evoforge.db.campaign_config import CampaignSpec
 
 
 @contextmanager
@@ -44,8 +44,8 @@ def admit_resume(sessions: sessionmaker[Session], principal: Principal,
                  campaign_id: int, more_evaluations: int | None = None) -> Iterator[None]:
     """Resuming makes a paused campaign active again: the same quotas as a new one (with
     `more_evaluations`, for the budget it will have)."""
-    from api.services.project_campaigns import get_campaign
-    from worker.campaign_service import budget_after
+    from evoforge.api.services.project_campaigns import get_campaign
+    from evoforge.worker.campaign_service import budget_after
 
     with sessions() as s:
         c = get_campaign(s, principal, campaign_id)

@@ -12,7 +12,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from db.campaign_config import CampaignSpec, Schedule
+from evoforge.db.campaign_config import CampaignSpec, Schedule
 
 MAX_ID = 2**63 - 1          # SQLite INTEGER / PostgreSQL BIGINT
 CampaignStatus = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]

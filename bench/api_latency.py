@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from db.apikeys import create_key  # noqa: E402
-from db.engine import session_factory, upgrade  # noqa: E402
-from db.models import EliteCell, Evaluation, Program  # noqa: E402
-from worker.campaign_service import create_campaign  # noqa: E402
-from db.campaign_config import CampaignSpec  # noqa: E402
+from evoforge.db.apikeys import create_key  # noqa: E402
+from evoforge.db.engine import session_factory, upgrade  # noqa: E402
+from evoforge.db.models import EliteCell, Evaluation, Program  # noqa: E402
+from evoforge.worker.campaign_service import create_campaign  # noqa: E402
+from evoforge.db.campaign_config import CampaignSpec  # noqa: E402
 
 ISLANDS, CELLS = 4, 100
 ENDPOINTS = {"elites": "/api/v1/campaigns/{cid}/elites",
@@ -81,7 +81,7 @@ def populate(url: str, programs: int) -> tuple[int, str]:
 def serve(url: str, port: int, log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, EVOFORGE_DATABASE_URL=url, PYTHONPATH=str(ROOT))
     env.pop("EVOFORGE_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "evoforge.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning"],
                             env=env, cwd=str(ROOT), stdout=open(log_path, "ab"),
                             stderr=subprocess.STDOUT)

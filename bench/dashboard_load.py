@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from db.engine import session_factory, upgrade  # noqa: E402
-from db.models import Campaign, EliteCell, Evaluation, Program  # noqa: E402
+from evoforge.db.engine import session_factory, upgrade  # noqa: E402
+from evoforge.db.models import Campaign, EliteCell, Evaluation, Program  # noqa: E402
 from tests.dashboard import browser as B  # noqa: E402
-from worker.campaign_service import create_campaign  # noqa: E402
-from db.campaign_config import CampaignSpec  # noqa: E402
+from evoforge.worker.campaign_service import create_campaign  # noqa: E402
+from evoforge.db.campaign_config import CampaignSpec  # noqa: E402
 
 ISLANDS, BINS = 4, 10
 STATUSES = ["ok"] * 8 + ["error", "invalid"]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db.engine import session_factory, upgrade  # noqa: E402
-from sandbox import make_sandbox  # noqa: E402
-from worker.campaign_service import create_campaign  # noqa: E402
-from worker.embedded import EmbeddedExecutor  # noqa: E402
-from db.campaign_config import CampaignSpec  # noqa: E402
+from evoforge.db.engine import session_factory, upgrade  # noqa: E402
+from evoforge.sandbox import make_sandbox  # noqa: E402
+from evoforge.worker.campaign_service import create_campaign  # noqa: E402
+from evoforge.worker.embedded import EmbeddedExecutor  # noqa: E402
+from evoforge.db.campaign_config import CampaignSpec  # noqa: E402
 
 
 def one(parallel: int, evals: int, seed: int, sandbox) -> dict:

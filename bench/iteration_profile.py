@@ -52,11 +52,11 @@ def main() -> None:
     ap.add_argument("--problem", type=Path, default=SHARED / "bench" / "overhead")
     args = ap.parse_args()
 
-    from db.store import CampaignStore
-    from evaluators.pipeline import CascadeEvaluator
-    from evolution.llm_mutator import LLMMutator
-    from worker.embedded import EmbeddedExecutor
-    from worker.llm_client import OpenAIClient
+    from evoforge.db.store import CampaignStore
+    from evoforge.evaluators.pipeline import CascadeEvaluator
+    from evoforge.evolution.llm_mutator import LLMMutator
+    from evoforge.worker.embedded import EmbeddedExecutor
+    from evoforge.worker.llm_client import OpenAIClient
 
     for n in ("select", "lookup", "commit"):
         wrap(CampaignStore, n, f"store.{n}")
@@ -65,7 +65,7 @@ def main() -> None:
     wrap(LLMMutator, "mutate", "mutator: prompt + diff (+ waiting on the LLM thread)")
     wrap(CascadeEvaluator, "probe", "sandbox client (request, answer)")
 
-    from api.cli import main as cli
+    from evoforge.cli.main import main as cli
 
     with StandIn(0) as llm, tempfile.TemporaryDirectory() as tmp:
         argv = ["openevolve", str(args.problem / "initial_program.py"),

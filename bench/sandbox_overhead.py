@@ -31,7 +31,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE if os.path.isdir(os.path.join(_HERE, "sandbox")) else
                 os.path.dirname(_HERE))
 
-from sandbox import make_sandbox  # noqa: E402
+from evoforge.sandbox import make_sandbox  # noqa: E402
 
 CODE = "def f():\n    return 1\n"
 
@@ -145,7 +145,7 @@ def main() -> int:
     rows = fork_rows(args.runs)
     if args.baseline:
         rows += baseline_rows(args.baseline, args.runs, "")
-    from sandbox import SCIPY_PRELOAD  # not in older trees: only the working tree's row
+    from evoforge.sandbox import SCIPY_PRELOAD  # not in older trees: only the working tree's row
 
     with make_sandbox("fork", preload=SCIPY_PRELOAD) as fork:
         fork.start()

@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert  # noqa: E402
 
-from db.engine import session_factory, upgrade  # noqa: E402
-from db.models import EliteCell, Evaluation, Program  # noqa: E402
-from db.store import CampaignStore  # noqa: E402
-from worker.campaign_service import create_campaign  # noqa: E402
-from db.campaign_config import CampaignSpec  # noqa: E402
+from evoforge.db.engine import session_factory, upgrade  # noqa: E402
+from evoforge.db.models import EliteCell, Evaluation, Program  # noqa: E402
+from evoforge.db.store import CampaignStore  # noqa: E402
+from evoforge.worker.campaign_service import create_campaign  # noqa: E402
+from evoforge.db.campaign_config import CampaignSpec  # noqa: E402
 
 ISLANDS, CELLS = 4, 100
 

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evaluators.base import get_task, parse_params  # noqa: E402
-from evaluators.pipeline import CascadeEvaluator  # noqa: E402
-from sandbox import make_sandbox  # noqa: E402
+from evoforge.evaluators.base import get_task, parse_params  # noqa: E402
+from evoforge.evaluators.pipeline import CascadeEvaluator  # noqa: E402
+from evoforge.sandbox import make_sandbox  # noqa: E402
 
 CASES = [
     ("circle_packing", {}, "examples/circle_packing/seed.py"),

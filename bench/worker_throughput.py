@@ -40,7 +40,7 @@ def pack_circles(n):
 
 
 def seed_program(burn_s: float) -> str:
-    from evaluators.base import get_task, parse_params
+    from evoforge.evaluators.base import get_task, parse_params
 
     task = get_task("circle_packing")
     code = task.seed_program(parse_params(task, {}))
@@ -49,11 +49,11 @@ def seed_program(burn_s: float) -> str:
 
 
 def run_one(workers: int, db_url: str, redis_url: str, args, tmp: Path) -> dict:
-    from db.engine import session_factory, upgrade
-    from db.models import Campaign
-    from worker.campaign_service import create_campaign
-    from worker.dispatch import enqueue_campaign
-    from db.campaign_config import CampaignSpec
+    from evoforge.db.engine import session_factory, upgrade
+    from evoforge.db.models import Campaign
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.worker.dispatch import enqueue_campaign
+    from evoforge.db.campaign_config import CampaignSpec
 
     upgrade(db_url)
     sessions = session_factory(db_url)

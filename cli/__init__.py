@@ -1,1 +1,1 @@
-"""The `evoforge` command line (`cli.main:main`): one module per group of commands."""
+"""The `evoforge` command line (`evoforge.cli.main:main`): one module per group of commands."""

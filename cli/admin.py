@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.common import DB_HELP, emit_json, open_sessions
-from cli.term import safe
+from evoforge.cli.common import DB_HELP, emit_json, open_sessions
+from evoforge.cli.term import safe
 
 
 @click.group()
@@ -17,7 +17,7 @@ def db() -> None:
 @click.option("--db", "url", default=None, help=DB_HELP)
 def upgrade(url) -> None:
     """Apply all migrations."""
-    from db.engine import default_url, upgrade as do_upgrade
+    from evoforge.db.engine import default_url, upgrade as do_upgrade
 
     do_upgrade(url)
     click.echo(f"database at head: {url or default_url()}")
@@ -44,8 +44,8 @@ def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins,
     """Run the REST API (and dashboard) with uvicorn."""
     import uvicorn
 
-    from api import guards
-    from api.app import create_app
+    from evoforge.api import guards
+    from evoforge.api.app import create_app
 
     open_sessions(db)  # fail early, with a clear message, on a bad database URL
     try:
@@ -72,7 +72,7 @@ def apikey() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def apikey_create(project, db, as_json) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from db.apikeys import create_key
+    from evoforge.db.apikeys import create_key
 
     sessions = open_sessions(db)
     try:
@@ -92,7 +92,7 @@ def apikey_create(project, db, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def apikey_list(project, db, as_json) -> None:
     """List keys (prefix only)."""
-    from db.apikeys import list_keys
+    from evoforge.db.apikeys import list_keys
 
     rows = [{"id": k.id, "project": k.project, "prefix": k.prefix, "created_at": k.created_at,
              "revoked": k.revoked} for k in list_keys(open_sessions(db), project)]
@@ -109,7 +109,7 @@ def apikey_list(project, db, as_json) -> None:
 @click.option("--db", default=None, help=DB_HELP)
 def apikey_revoke(key_id, db) -> None:
     """Revoke key KEY_ID (see `apikey list`)."""
-    from db.apikeys import revoke_key
+    from evoforge.db.apikeys import revoke_key
 
     if not revoke_key(open_sessions(db), key_id):
         raise click.ClickException(f"no active key {key_id}")

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from cli.term import safe
+from evoforge.cli.term import safe
 
 DB_HELP = "Database URL (default: $EVOFORGE_DATABASE_URL, else SQLite under ~/.local/share/evoforge)."
 
@@ -26,7 +26,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def open_sessions(db: str | None):
-    from db.engine import session_factory, upgrade
+    from evoforge.db.engine import session_factory, upgrade
 
     try:
         upgrade(db)
@@ -68,7 +68,7 @@ def start_up() -> Iterator[Callable[[str], None]]:
     sandbox is closed at the end, also when the command fails before its run."""
     _pause_gc()
     try:
-        from worker.runtime import close_sandboxes, prestart_sandbox
+        from evoforge.worker.runtime import close_sandboxes, prestart_sandbox
 
         def warm(kind: str) -> None:
             prestart_sandbox(os.environ.get("EVOFORGE_SANDBOX") or kind)  # as Runtime.for_campaign
@@ -107,7 +107,7 @@ class SafeGroup(click.Group):
 
 def read_input(path: str) -> str:
     """A program or problem file the user named: regular, at most 1 MB, UTF-8 (else exit 2)."""
-    from evaluators.textfile import TextFileError, read_text_file
+    from evoforge.evaluators.textfile import TextFileError, read_text_file
 
     try:
         return read_text_file(path)

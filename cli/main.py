@@ -5,9 +5,9 @@ import logging
 
 import click
 
-from cli import admin, openevolve, results, run, services
-from cli.common import SafeGroup
-from cli.term import SafeFormatter
+from evoforge.cli import admin, openevolve, results, run, services
+from evoforge.cli.common import SafeGroup
+from evoforge.cli.term import SafeFormatter
 
 
 @click.group(cls=SafeGroup)

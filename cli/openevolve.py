@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.common import DB_HELP, InputError, emit_json, open_sessions, start_up
-from cli.run import create_campaign, print_summary, run_embedded
-from cli.term import safe
+from evoforge.cli.common import DB_HELP, InputError, emit_json, open_sessions, start_up
+from evoforge.cli.run import create_campaign, print_summary, run_embedded
+from evoforge.cli.term import safe
 
 
 @click.command()
@@ -44,9 +44,9 @@ def openevolve(initial_program, evaluator, config_path, include, exclude, iterat
 
 def _openevolve(initial_program, evaluator, config_path, iterations, parallel, seed, db,
                 llm_base_url, models, sandbox, name, as_json, include=(), exclude=()) -> None:
-    from evaluators.openevolve import load_problem
-    from evaluators.textfile import TextFileError
-    from db.campaign_config import ModelSpec
+    from evoforge.evaluators.openevolve import load_problem
+    from evoforge.evaluators.textfile import TextFileError
+    from evoforge.db.campaign_config import ModelChoice
 
     try:
         problem = load_problem(initial_program, evaluator, config_path, llm_base_url=llm_base_url,
@@ -59,7 +59,7 @@ def _openevolve(initial_program, evaluator, config_path, iterations, parallel, s
     if models:
         if mutator["kind"] != "llm":
             raise click.UsageError("--model needs --llm-base-url (or llm.api_base in the config)")
-        mutator["models"] = [ModelSpec.parse(m).model_dump() for m in models]
+        mutator["models"] = [ModelChoice.parse(m).model_dump() for m in models]
     iterations = iterations if iterations is not None else (problem.max_iterations or 100)
     parallel = parallel or problem.parallel or 1
     seed = seed if seed is not None else (problem.seed or 0)
@@ -86,7 +86,7 @@ def _openevolve(initial_program, evaluator, config_path, iterations, parallel, s
 
 def _report_problem(problem, config_path: str | None) -> None:
     """What was read, ignored, shipped and left out, on stderr (names only, escaped)."""
-    from evaluators.openevolve.config import KEY_SOURCE
+    from evoforge.evaluators.openevolve.config import KEY_SOURCE
 
     lines = []
     if config_path:

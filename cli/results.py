@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from cli.common import DB_HELP, InputError, emit_json, number, open_sessions, parse_params, read_input
-from cli.term import safe
+from evoforge.cli.common import DB_HELP, InputError, emit_json, number, open_sessions, parse_params, read_input
+from evoforge.cli.term import safe
 
 
 @click.command()
 def tasks() -> None:
     """List the registered tasks and their parameters."""
-    from evaluators.base import all_tasks
+    from evoforge.evaluators.base import all_tasks
 
     for name, task in all_tasks().items():
         fields = ", ".join(f"{k}={f.default!r}" for k, f in task.Params.model_fields.items())
@@ -28,9 +28,9 @@ def tasks() -> None:
 def eval_cmd(task_name, file, param_pairs, db, sandbox, as_json) -> None:
     """Evaluate one program file safely, with the evaluation cache. FILE: a regular UTF-8 file
     of at most 1 MB."""
-    from worker.campaign_service import SpecError, resolve_task
-    from worker.evaluate import evaluate_program
-    from worker.runtime import close_sandboxes, shared_sandbox
+    from evoforge.worker.campaign_service import SpecError, resolve_task
+    from evoforge.worker.evaluate import evaluate_program
+    from evoforge.worker.runtime import close_sandboxes, shared_sandbox
 
     try:
         task, params = resolve_task(task_name, parse_params(param_pairs))
@@ -60,7 +60,7 @@ def eval_cmd(task_name, file, param_pairs, db, sandbox, as_json) -> None:
 @click.option("--limit", type=int, default=50, show_default=True)
 def campaigns(db, as_json, limit) -> None:
     """List campaigns, newest first."""
-    from worker import campaign_service as service
+    from evoforge.worker import campaign_service as service
 
     sessions = open_sessions(db)
     with sessions() as s:
@@ -84,7 +84,7 @@ def campaigns(db, as_json, limit) -> None:
 def best(campaign_id, out, force, db) -> None:
     """Print (or save) the best program of a campaign. Printed, its control characters are
     escaped (\\x1b...); --out writes the exact text."""
-    from worker import campaign_service as service
+    from evoforge.worker import campaign_service as service
 
     sessions = open_sessions(db)
     with sessions() as s:
@@ -94,7 +94,7 @@ def best(campaign_id, out, force, db) -> None:
             raise click.ClickException(str(exc.args[0])) from None
         code, score = program.code, c.best_score
     if out:
-        from cli.outfile import OutFileError, write_new_file
+        from evoforge.cli.outfile import OutFileError, write_new_file
 
         try:
             write_new_file(out, code, force=force)

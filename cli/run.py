@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from cli.common import (DB_HELP, emit_json, number, open_sessions, parse_params, read_input,
+from evoforge.cli.common import (DB_HELP, emit_json, number, open_sessions, parse_params, read_input,
                         resume_gc, start_up)
-from cli.term import safe
+from evoforge.cli.term import safe
 
 
 def llm_options(f):
@@ -26,7 +26,7 @@ def llm_options(f):
 
 
 def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas, endpoint=None) -> dict[str, Any]:
-    from db.campaign_config import ModelSpec
+    from evoforge.db.campaign_config import ModelChoice
 
     if llm_base_url and endpoint:
         raise click.UsageError("give --llm-base-url or --endpoint, not both")
@@ -36,7 +36,7 @@ def _mutator_spec(llm_base_url, models, temperature, max_tokens, ideas, endpoint
         return {"kind": "local"}
     target = {"endpoint": endpoint} if endpoint else {"base_url": llm_base_url}
     spec: dict[str, Any] = {"kind": "llm", **target,
-                            "models": [ModelSpec.parse(m).model_dump() for m in models or ("default",)],
+                            "models": [ModelChoice.parse(m).model_dump() for m in models or ("default",)],
                             "ideas": ideas}
     if endpoint:
         _check_endpoint(endpoint, [m["name"] for m in spec["models"]])
@@ -107,8 +107,8 @@ def _resume(warm, sessions, campaign_id: int, task_name: str, iterations: int,
             llm_base_url: str | None) -> None:
     """`--resume ID --iterations N`: the service's resume with N more evaluations
     (worker/campaign_service.py), on the same archive."""
-    from db.campaign_config import CampaignConfig
-    from worker import campaign_service as service
+    from evoforge.db.campaign_config import CampaignConfig
+    from evoforge.worker import campaign_service as service
 
     operator = service.Scope.operator()
     try:
@@ -130,7 +130,7 @@ def _resume(warm, sessions, campaign_id: int, task_name: str, iterations: int,
 
 def _check_endpoint(name: str, models: list[str]) -> None:
     """--endpoint NAME: declared in $EVOFORGE_LLM_ENDPOINTS, with the models it allows."""
-    from worker.endpoints import EndpointError, check_models, load_endpoints
+    from evoforge.worker.endpoints import EndpointError, check_models, load_endpoints
 
     try:
         check_models(name, load_endpoints().endpoint(name), models)
@@ -140,8 +140,8 @@ def _check_endpoint(name: str, models: list[str]) -> None:
 
 def create_campaign(sessions, raw: dict[str, Any]) -> int:
     """Validate a campaign spec and store it; bad input is a one-line error, not a traceback."""
-    from db.campaign_config import CampaignSpec
-    from worker.campaign_service import SpecError, create_campaign
+    from evoforge.db.campaign_config import CampaignSpec
+    from evoforge.worker.campaign_service import SpecError, create_campaign
 
     try:
         return create_campaign(sessions, CampaignSpec.model_validate(raw)).id
@@ -183,9 +183,9 @@ def _progress(quiet: bool) -> Any:
 
 def run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool,
                   operator_url: str | None = None) -> dict[str, Any]:
-    from db.models import Campaign
-    from worker.embedded import EmbeddedExecutor
-    from worker.runtime import close_sandboxes
+    from evoforge.db.models import Campaign
+    from evoforge.worker.embedded import EmbeddedExecutor
+    from evoforge.worker.runtime import close_sandboxes
 
     with sessions() as s:
         c = s.get(Campaign, campaign_id)
@@ -211,7 +211,7 @@ def run_embedded(sessions, campaign_id: int, parallel: int, *, quiet: bool,
             result = executor.run()
     finally:
         close_sandboxes()
-    from worker.campaign_service import mutation_stats
+    from evoforge.worker.campaign_service import mutation_stats
 
     result.update(mutation_stats(sessions, campaign_id))
     return result

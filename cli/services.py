@@ -7,7 +7,7 @@ import os
 
 import click
 
-from cli.common import DB_HELP
+from evoforge.cli.common import DB_HELP
 
 
 def _service_env(db: str | None, broker_url: str | None) -> None:
@@ -38,7 +38,7 @@ def _service_env(db: str | None, broker_url: str | None) -> None:
                    "(default: $EVOFORGE_VISIBILITY_TIMEOUT_S, else 3600; above the longest task).")
 def worker(queues, concurrency, pool, loglevel, hostname, db, broker_url, visibility_timeout) -> None:
     """Run a Celery worker that executes campaign iterations."""
-    from worker.celery_app import QUEUES
+    from evoforge.worker.celery_app import QUEUES
 
     _service_env(db, broker_url)
     if visibility_timeout:
@@ -52,9 +52,9 @@ def worker(queues, concurrency, pool, loglevel, hostname, db, broker_url, visibi
         concurrency = 16 if names == ["llm"] else (os.cpu_count() or 1)
     from celery.signals import worker_shutdown
 
-    from worker.celery_app import app
-    import worker.tasks  # noqa: F401  (registers the tasks)
-    from worker.runtime import close_sandboxes
+    from evoforge.worker.celery_app import app
+    import evoforge.worker.celery_jobs  # noqa: F401  (registers the tasks)
+    from evoforge.worker.runtime import close_sandboxes
 
     worker_shutdown.connect(lambda **_: close_sandboxes(), weak=False)
     argv = ["worker", f"--queues={','.join(names)}", f"--concurrency={concurrency}",
@@ -78,8 +78,8 @@ def worker(queues, concurrency, pool, loglevel, hostname, db, broker_url, visibi
 def beat(interval, stale_after, db, broker_url, loglevel) -> None:
     """Run the scheduler: cron slices of scheduled campaigns, and the sweeper that re-sends lost
     iterations, refills running campaigns and marks finished ones completed. Run one."""
-    from db.engine import session_factory
-    from worker.schedule import run_beat
+    from evoforge.db.engine import session_factory
+    from evoforge.worker.schedule import run_beat
 
     _service_env(db, broker_url)
     logging.getLogger().setLevel(loglevel.upper())

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ApiKey, Project
+from evoforge.db.models import ApiKey, Project
 
 KEY_PREFIX = "evf_"
 DISPLAY_CHARS = 12          # "evf_" + 8 characters, kept to tell keys apart in listings

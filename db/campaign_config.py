@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evolution.types import FeatureDim
+from evoforge.evolution.ensemble import ModelSpec, parse_model_spec
+from evoforge.evolution.types import FeatureDim
 
 SCHEMA_VERSION = 1
 
@@ -49,21 +50,21 @@ class Budget(BaseModel):
     max_seconds: float | None = Field(None, gt=0, le=10**8)
 
 
-class ModelSpec(BaseModel):
+class ModelChoice(BaseModel):
+    """A model of the ensemble as a caller writes it (the engine's own is
+    `evolution.ensemble.ModelSpec`, made by `spec()`)."""
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     weight: float = Field(1.0, gt=0, le=1e6)
 
     @classmethod
-    def parse(cls, text: str) -> "ModelSpec":
-        """'NAME' or 'NAME:WEIGHT' (a weight is the text after the last colon, if numeric)."""
-        name, sep, weight = text.rpartition(":")
-        if sep and name:
-            try:
-                return cls(name=name, weight=float(weight))
-            except ValueError:
-                pass
-        return cls(name=text)
+    def parse(cls, text: str) -> "ModelChoice":
+        """`NAME[:WEIGHT]` from the command line (evolution.ensemble.parse_model_spec's rules)."""
+        m = parse_model_spec(text)
+        return cls(name=m.name, weight=m.weight)
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.weight)
 
 
 class MutatorSpec(BaseModel):
@@ -77,7 +78,7 @@ class MutatorSpec(BaseModel):
         None, max_length=500,
         description="Your own OpenAI-compatible server, only where the operator allows it for "
                     "your project; it never gets the server's key.")
-    models: list[ModelSpec] = Field(default_factory=list, max_length=32)
+    models: list[ModelChoice] = Field(default_factory=list, max_length=32)
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(4096, ge=16, le=200_000)
     diff_mode: bool = True
@@ -94,6 +95,9 @@ class MutatorSpec(BaseModel):
     def _one_target(self) -> "MutatorSpec":
         if self.endpoint and self.base_url:
             raise ValueError("give mutator.endpoint or mutator.base_url, not both")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("a model is given twice in mutator.models")
         return self
 
 
@@ -197,3 +201,15 @@ class CampaignConfig(_Settings):
             **{k: doc[k] for k in _DOCUMENT_KEYS if doc.get(k) is not None}, "archive": archive,
             "task": row.task, "params": row.params or {}, "name": row.name or "",
             "seed": row.seed, "parallel": row.parallel})
+
+
+def stored_budget(doc: dict[str, Any] | None) -> Budget:
+    """The `budget` of a stored config document (the `config` column) alone, for queries that
+    read that column and not the whole row (`CampaignConfig.load` needs the row)."""
+    return Budget.model_validate((doc or {}).get("budget") or {})
+
+
+def stored_schedule(doc: dict[str, Any] | None) -> Schedule | None:
+    """The `schedule` of a stored config document, or None for an unscheduled campaign."""
+    raw = (doc or {}).get("schedule")
+    return Schedule.model_validate(raw) if raw else None

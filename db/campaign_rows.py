@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_config import Budget
-from db.models import Campaign, Program
-from evolution.sanitize import Sanitizer
+from evoforge.db.campaign_config import Budget, stored_budget
+from evoforge.db.models import Campaign, Program
+from evoforge.evolution.sanitize import Sanitizer
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "cancelled", "failed")
@@ -60,7 +60,7 @@ def reserve_slot(sessions: sessionmaker[Session], campaign_id: int) -> int | Non
 
 
 def _budget(c: Campaign) -> Budget:
-    return Budget.model_validate((c.config or {}).get("budget") or {})
+    return stored_budget(c.config)
 
 
 def has_extra_budget(c: Campaign) -> bool:

@@ -136,7 +136,7 @@ def _sqlite_at_head(engine: Engine) -> bool:
             return True
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
 
-    from db.models import Base
+    from evoforge.db.models import Base
 
     # Alembic's own version table (alembic.ddl.impl.DefaultImpl.version_table_impl).
     version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import engine_of
-from db.models import ModelStat
-from evolution.ensemble import ArmStats, improvement_of
-from evolution.step import Child
-from evolution.types import OK
+from evoforge.db.campaign_rows import engine_of
+from evoforge.db.models import ModelStat
+from evoforge.evolution.ensemble import ArmStats, improvement_of
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import OK
 
 T = ModelStat.__table__
 _UPSERTS: dict[str, Any] = {}

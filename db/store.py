@@ -5,6 +5,8 @@ Every write happens in one short transaction: insert the program and its evaluat
 the campaign counters, and offer the program to its MAP-Elites cell with a compare-and-set
 UPDATE (`... WHERE score < :new`), so concurrent workers on PostgreSQL never lose a better elite.
 Programs are immutable, so the store keeps an in-memory cache of the ones it has loaded.
+The prepared statements live in db/store_sql.py; the elite table (placement, migration,
+rebuild) in db/elites.py.
 """
 from __future__ import annotations
 
@@ -15,125 +17,33 @@ from dataclasses import replace
 from collections import OrderedDict
 from typing import Any, Callable
 
-from sqlalchemy import Float, bindparam, case, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from db import model_stats
-from db.campaign_config import CampaignConfig
-from db.campaign_rows import engine_of
-from db.errors import campaign_not_found
-from db.models import Campaign, EliteCell, EvalCache, Evaluation, Program, utcnow
-from evolution import archive as cells
-from evolution import hashing
-from evolution.meta import Outcome, build_meta_note
-from evolution.novelty import MinHasher
-from evolution.sanitize import Sanitizer, clean_child, unstorable
-from evolution.selection import SelectionConfig, choose
-from evolution.step import CACHE_MISS, Child, Committed, Selection
-from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
+from evoforge.db import elites as elite_table
+from evoforge.db import model_stats
+from evoforge.db.campaign_config import CampaignConfig
+from evoforge.db.campaign_rows import engine_of
+from evoforge.db.elites import migrate, offer  # noqa: F401  (also importable from here)
+from evoforge.db.errors import campaign_not_found
+from evoforge.db.models import Campaign, Evaluation, Program, utcnow
+from evoforge.db.store_sql import (
+    ARTIFACTS, C, CACHE_HIT, COUNTERS, HAS_CODE, INSERT_EVALUATION, INSERT_PROGRAM, LOOKUP,
+    META_NOTE, NEWEST_WITH_CODE, RECENT_FAILURES, REFS, STORED_ITERATION, dialect_statements,
+    result_of)
+from evoforge.evolution import archive as cells
+from evoforge.evolution import hashing
+from evoforge.evolution.meta import Outcome, build_meta_note
+from evoforge.evolution.novelty import MinHasher
+from evoforge.evolution.sanitize import Sanitizer, clean_child, unstorable
+from evoforge.evolution.selection import SelectionConfig, choose
+from evoforge.evolution.step import CACHE_MISS, Child, Committed, Selection
+from evoforge.evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
 
 log = logging.getLogger(__name__)
 CACHEABLE = (OK, INVALID, ERROR)  # deterministic outcomes; timeouts and kills may be flukes
-
-# Hot-path statements are SQLAlchemy Core, built once and run on a pooled Connection: no ORM
-# unit of work, no identity map, no statement construction per call (only the cache-key lookup).
-P, E, C = Program.__table__, Evaluation.__table__, Campaign.__table__
-EC, K = EliteCell.__table__, EvalCache.__table__
-
-_INSERT_PROGRAM = P.insert().returning(P.c.id)
-_INSERT_EVALUATION = E.insert().returning(E.c.id)
-_ELITES = (select(EC.c.island, EC.c.program_id, EC.c.score, EC.c.cell)
-           .where(EC.c.campaign_id == bindparam("cid")))
-_REF_COLUMNS = (P.c.id, P.c.code, P.c.score, P.c.status, P.c.island, P.c.generation,
-                E.c.metrics, E.c.features, E.c.artifacts)
-_REFS = (select(*_REF_COLUMNS).select_from(P.outerjoin(E, E.c.program_id == P.c.id))
-         .where(P.c.id.in_(bindparam("ids", expanding=True))))
-_NEWEST_WITH_CODE = (select(P.c.id).where(P.c.campaign_id == bindparam("cid"), P.c.code.is_not(None))
-                     .order_by(P.c.iteration.desc()).limit(1))
-_ARTIFACTS = (select(E.c.program_id, E.c.artifacts)
-              .where(E.c.program_id.in_(bindparam("ids", expanding=True))))
-_META_NOTE = select(C.c.meta_note).where(C.c.id == bindparam("cid"))
-_RECENT_FAILURES = (select(P.c.status, E.c.artifacts).select_from(P.join(E, E.c.program_id == P.c.id))
-                    .where(P.c.parent_id == bindparam("pid"), P.c.status != OK)
-                    .order_by(P.c.id.desc()).limit(bindparam("limit")))
-_RESULT_COLUMNS = (E.c.id, E.c.status, E.c.score, E.c.metrics, E.c.features, E.c.artifacts,
-                   E.c.duration_s, E.c.functional_hash)
-_HAS_CODE = (select(P.c.id).where(P.c.code_hash == bindparam("h"), P.c.campaign_id == bindparam("cid"))
-             .limit(1))
-_LOOKUP = (select(*_RESULT_COLUMNS).select_from(K.join(E, E.c.id == K.c.evaluation_id))
-           .where(K.c.task_key == bindparam("tk"), K.c.kind == bindparam("kind"),
-                  K.c.hash == bindparam("h")))
-_STORED_ITERATION = (select(P.c.id, E.c.cache, *_RESULT_COLUMNS[1:])
-                     .select_from(P.join(E, E.c.program_id == P.c.id))
-                     .where(P.c.campaign_id == bindparam("cid"), P.c.iteration == bindparam("it")))
-_CACHE_HIT = (update(K).where(K.c.task_key == bindparam("b_tk"), K.c.kind == bindparam("b_kind"),
-                              K.c.hash == bindparam("b_h"))
-              .values(hits=K.c.hits + 1))
-
-
-def _counters(seed: bool, best: bool) -> Any:
-    """UPDATE campaign SET <counters> [, seed_score] [, best_score/best_program_id if better]:
-    the campaign row is written (and, on PostgreSQL, locked) once per commit, before any elite
-    cell. `RETURNING best_program_id` tells whether this program became the best."""
-    values: dict[str, Any] = dict(
-        evaluations=C.c.evaluations + 1,
-        cache_hits=C.c.cache_hits + bindparam("d_hits"),
-        failures=C.c.failures + bindparam("d_failures"),
-        rejected=C.c.rejected + bindparam("d_rejected"),
-        novelty_skips=C.c.novelty_skips + bindparam("d_novelty"),
-        sandbox_runs=C.c.sandbox_runs + bindparam("d_sandbox"),
-        tokens=C.c.tokens + bindparam("d_tokens"),
-        cost_usd=C.c.cost_usd + bindparam("d_cost", type_=Float),
-        eval_seconds=C.c.eval_seconds + bindparam("d_eval_s", type_=Float),
-    )
-    if seed:
-        values["seed_score"] = bindparam("b_seed_score", type_=Float)
-    stmt = update(C).where(C.c.id == bindparam("cid"))
-    if best:
-        # SET expressions all see the row as it was, so both CASEs take the same branch.
-        better = C.c.best_score.is_(None) | (C.c.best_score < bindparam("score", type_=Float))
-        values["best_score"] = case((better, bindparam("score", type_=Float)), else_=C.c.best_score)
-        values["best_program_id"] = case((better, bindparam("pid")), else_=C.c.best_program_id)
-        stmt = stmt.returning(C.c.best_program_id)
-    return stmt.values(**values)
-
-
-_COUNTERS = {(seed, best): _counters(seed, best) for seed in (False, True) for best in (False, True)}
-_DIALECT_STMTS: dict[str, dict[str, Any]] = {}
-
-
-def _dialect_statements(dialect_name: str) -> dict[str, Any]:
-    """The two ON CONFLICT statements, spelled for the dialect (PostgreSQL or SQLite)."""
-    stmts = _DIALECT_STMTS.get(dialect_name)
-    if stmts is None:
-        if dialect_name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        upsert = insert(EC)
-        # Atomic replace-if-better: one INSERT .. ON CONFLICT
-        # DO UPDATE .. WHERE score < new.
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[EC.c.campaign_id, EC.c.island, EC.c.cell],
-            set_={k: upsert.excluded[k] for k in ("program_id", "score", "features", "updated_at")},
-            where=EC.c.score < upsert.excluded.score)
-        stmts = _DIALECT_STMTS[dialect_name] = {
-            "upsert_elite": upsert, "insert_cache": insert(K).on_conflict_do_nothing()}
-    return stmts
-
-
-def _dialect_name(s: Session | Connection) -> str:
-    return s.dialect.name if isinstance(s, Connection) else s.get_bind().dialect.name
-
-
-def _result(row: Any) -> EvalResult:
-    """An EvalResult from a row of _RESULT_COLUMNS (the evaluation id first)."""
-    _, status, score, metrics, features, artifacts, duration_s, fhash = row
-    return EvalResult(status=status, score=score, metrics=metrics or {}, features=features or {},
-                      artifacts=artifacts or {}, duration_s=duration_s, functional_hash=fhash)
-
 
 SHARED_SCOPE = "shared"
 
@@ -179,7 +89,7 @@ class CampaignStore:
         self.meta_interval = config.mutator.meta_interval
         # The children's failure reasons ("edit_errors") are read by LLM prompts only.
         self.wants_failures = config.mutator.kind != "local"
-        self._stmts = _dialect_statements(self.engine.dialect.name)
+        self._stmts = dialect_statements(self.engine.dialect.name)
         self._hasher = MinHasher()
         self._signatures: dict[int, Any] = {}
         self._refs: OrderedDict[int, ProgramRef] = OrderedDict()
@@ -199,7 +109,7 @@ class CampaignStore:
             found = {i: self._refs[i] for i in ids if i in self._refs}
         missing = [i for i in ids if i not in found]
         if missing:
-            rows = s.execute(_REFS, {"ids": missing}).all()
+            rows = s.execute(REFS, {"ids": missing}).all()
             with self._refs_lock:
                 for pid, code, score, status, island, generation, metrics, features, artifacts in rows:
                     if self._relative is not None and artifacts and self._fp_key in artifacts:
@@ -226,7 +136,7 @@ class CampaignStore:
             found = {i: self._fingerprints[i] for i in ids if i in self._fingerprints}
         missing = [i for i in ids if i not in found]
         if missing:
-            rows = conn.execute(_ARTIFACTS, {"ids": missing}).all()
+            rows = conn.execute(ARTIFACTS, {"ids": missing}).all()
             with self._refs_lock:
                 for pid, artifacts in rows:
                     found[pid] = (artifacts or {}).get(self._fp_key)
@@ -247,12 +157,9 @@ class CampaignStore:
             log.exception("relative_features failed for campaign %s", self.campaign_id)
             return {}
 
-    def elites(self, s: Session | Connection) -> dict[int, list[tuple[int, float, str]]]:
+    def elites(self, s: Session | Connection) -> elite_table.ElitesByIsland:
         """Read fresh every time: other workers (threads or processes) replace elites."""
-        out: dict[int, list[tuple[int, float, str]]] = {i: [] for i in range(self.islands)}
-        for island, pid, score, cell in s.execute(_ELITES, {"cid": self.campaign_id}):
-            out.setdefault(island, []).append((pid, score, cell))
-        return out
+        return elite_table.read(s, self.campaign_id, self.islands)
 
     def select(self, island: int, rng: random.Random) -> Selection:
         with self.engine.connect() as conn:
@@ -260,12 +167,12 @@ class CampaignStore:
             ids = list(dict.fromkeys(pid for rows in elites.values() for pid, _, _ in rows))
             refs = self._refs_for(conn, ids)
             if not refs:  # no valid program yet: repair the newest program (the seed at first)
-                pid = conn.execute(_NEWEST_WITH_CODE, {"cid": self.campaign_id}).scalar()
+                pid = conn.execute(NEWEST_WITH_CODE, {"cid": self.campaign_id}).scalar()
                 if pid is None:
                     return Selection(island=island, parent=None)
                 return Selection(island=island, parent=self._refs_for(conn, [pid])[pid])
             # Only _refresh_meta_note writes the note, and only when meta_interval is set.
-            note = (conn.execute(_META_NOTE, {"cid": self.campaign_id}).scalar() or ""
+            note = (conn.execute(META_NOTE, {"cid": self.campaign_id}).scalar() or ""
                     if self.meta_interval else "")
             island_elites = [refs[pid] for pid, _, _ in elites.get(island, []) if pid in refs]
             chosen = choose(island, island_elites, list(refs.values()), rng, self.selection_config,
@@ -281,29 +188,14 @@ class CampaignStore:
     @staticmethod
     def _recent_failures(conn: Connection, parent_id: int, limit: int = 3) -> list[str]:
         """Why the parent's latest children failed, so the next prompt can avoid repeating it."""
-        rows = conn.execute(_RECENT_FAILURES, {"pid": parent_id, "limit": limit}).all()
+        rows = conn.execute(RECENT_FAILURES, {"pid": parent_id, "limit": limit}).all()
         return [f"{status}: {str((art or {}).get('reason', ''))[:300]}" for status, art in rows]
 
     def rebuild_elites(self) -> dict[tuple[int, str], tuple[int, float]]:
-        """Recompute every elite cell from the stored programs and evaluations alone, replaying
-        them in commit order through evolution/archive.py, the rules the commit applies in SQL
-        (exact for campaigns run with one worker; with several, commit order is the program id
-        order)."""
-        archive = cells.Archive(self.islands)
+        """Every elite cell recomputed from the stored programs alone (db/elites.py `rebuild`)."""
         with self.sessions() as s:
-            rows = s.execute(select(Program.id, Program.iteration, Program.island, Program.parent_id,
-                                    Program.status, Program.code, Program.score, Evaluation.features)
-                             .join(Evaluation, Evaluation.program_id == Program.id)
-                             .where(Program.campaign_id == self.campaign_id)
-                             .order_by(Program.id)).all()
-        for pid, iteration, island, parent_id, status, code, score, features in rows:
-            if status == OK and score is not None and code is not None:
-                cell = cells.program_cell(code, features or {}, self.dims)
-                for i in cells.target_islands(parent_id, island, self.islands):
-                    archive.offer(i, cell, pid, score, features or {})
-            if cells.migration_due(iteration, self.migration_interval):
-                archive.migrate(iteration, force=True)
-        return {(i, cells.cell_key(c)): (e.program_id, e.score) for i, c, e in archive.elites()}
+            return elite_table.rebuild(s, self.campaign_id, self.islands, self.dims,
+                                       self.migration_interval)
 
     def near_duplicate(self, island: int, code: str) -> str | None:
         """The novelty gate: MinHash similarity against the island's elites (cost O(elites))."""
@@ -332,7 +224,7 @@ class CampaignStore:
         """Whether this campaign already stored this exact program text: the local mutator's
         `seen` (evolution/step.py `mutate_unseen`), one lookup on the indexed code hash."""
         with self.engine.connect() as conn:
-            return conn.execute(_HAS_CODE, {"cid": self.campaign_id,
+            return conn.execute(HAS_CODE, {"cid": self.campaign_id,
                                             "h": hashing.code_hash(code)}).first() is not None
 
     def _cache_key(self, kind: str, raw_hash: str) -> str:
@@ -346,11 +238,11 @@ class CampaignStore:
         if not h:
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(_LOOKUP, {"tk": self.task_key, "kind": kind,
+            row = conn.execute(LOOKUP, {"tk": self.task_key, "kind": kind,
                                          "h": self._cache_key(kind, h)}).first()
         if row is None:
             return None
-        return (None if self.cache_scope == SHARED_SCOPE else row[0]), _result(row)
+        return (None if self.cache_scope == SHARED_SCOPE else row[0]), result_of(row)
 
     # -- commit ---------------------------------------------------------------------------
     def commit(self, child: Child) -> Committed:
@@ -385,7 +277,7 @@ class CampaignStore:
         try:
             with self.engine.begin() as conn:
                 # The unique (campaign, iteration) key makes a redelivered iteration fail here.
-                program_id = conn.execute(_INSERT_PROGRAM, dict(
+                program_id = conn.execute(INSERT_PROGRAM, dict(
                     campaign_id=self.campaign_id, iteration=child.iteration, parent_id=child.parent_id,
                     island=child.island, generation=child.generation, code=child.code,
                     code_hash=child.code_hash, kind=m.kind, model=m.model, prompt=m.prompt,
@@ -398,7 +290,7 @@ class CampaignStore:
                 if placed and self._relative is not None:
                     # Stored as features (dashboard, rebuild_elites) before the cell is computed.
                     r = replace(r, features={**r.features, **self._relative_features(conn, child)})
-                evaluation_id = conn.execute(_INSERT_EVALUATION, dict(
+                evaluation_id = conn.execute(INSERT_EVALUATION, dict(
                     program_id=program_id, task_key=self.task_key, status=r.status, score=r.score,
                     metrics=r.metrics, features=r.features, artifacts=artifacts,
                     duration_s=r.duration_s, code_hash=child.code_hash,
@@ -415,7 +307,7 @@ class CampaignStore:
         except IntegrityError:
             # This iteration was committed before (a redelivered task): report the stored one.
             with self.engine.connect() as conn:
-                row = conn.execute(_STORED_ITERATION, {"cid": self.campaign_id,
+                row = conn.execute(STORED_ITERATION, {"cid": self.campaign_id,
                                                        "it": child.iteration}).first()
             if row is None:
                 with self.engine.connect() as conn:
@@ -423,7 +315,7 @@ class CampaignStore:
                         raise campaign_not_found(self.campaign_id) from None  # deleted meanwhile
                 raise
             return Committed(program_id=row[0], improved_cell=False, new_best=False,
-                             result=_result((None, *row[2:])), cache=row[1])
+                             result=result_of((None, *row[2:])), cache=row[1])
 
     def _refresh_meta_note(self, s: Session | Connection) -> None:
         parent = aliased(Program)
@@ -447,7 +339,7 @@ class CampaignStore:
         if child.cache != CACHE_MISS:
             hit = code_key if child.cache == "code" else r.functional_hash
             if hit:
-                conn.execute(_CACHE_HIT, {"b_tk": self.task_key, "b_kind": child.cache,
+                conn.execute(CACHE_HIT, {"b_tk": self.task_key, "b_kind": child.cache,
                                           "b_h": self._cache_key(child.cache, hit)})
         if r.status not in CACHEABLE:
             return
@@ -463,12 +355,10 @@ class CampaignStore:
     def _place(self, conn: Connection, program_id: int, child: Child, features: dict[str, Any]) -> bool:
         """evolution/archive.py's placement on the elite table: the program's cell, on its
         target islands, each through `offer` (replace-if-strictly-better in one statement)."""
-        cell = self.cell_of(child.code, features)
-        improved = False
-        for island in cells.target_islands(child.parent_id, child.island, self.islands):
-            improved |= offer(conn, self.campaign_id, island, cell, program_id, child.result.score,
-                              features)
-        return improved
+        return elite_table.place(conn, self.campaign_id, self.islands,
+                                 cell=self.cell_of(child.code, features), program_id=program_id,
+                                 parent_id=child.parent_id, island=child.island,
+                                 score=child.result.score, features=features)
 
     def _count(self, conn: Connection, child: Child, program_id: int, placed: bool) -> bool:
         """Counters (and the best program, when `placed`) in one UPDATE. True on a new best."""
@@ -489,33 +379,6 @@ class CampaignStore:
             params["b_seed_score"] = r.score
         if placed:
             params.update(score=r.score, pid=program_id)
-        res = conn.execute(_COUNTERS[seed, placed], params)
+        res = conn.execute(COUNTERS[seed, placed], params)
         return placed and res.scalar() == program_id
 
-
-def offer(s: Session | Connection, campaign_id: int, island: int, cell: str, program_id: int,
-          score: float, features: dict[str, Any]) -> bool:
-    """Atomic replace-if-better of one elite cell (`evolution.archive.replaces`, spelled in SQL).
-    True when the program now holds the cell.
-
-    One INSERT .. ON CONFLICT DO UPDATE .. WHERE score < new: an UPDATE-then-INSERT-IGNORE pair
-    loses the better program when two writers both find the cell empty and the worse one inserts
-    first."""
-    stmt = _dialect_statements(_dialect_name(s))["upsert_elite"]
-    res = s.execute(stmt, dict(campaign_id=campaign_id, island=island, cell=cell,
-                               program_id=program_id, score=score, features=features,
-                               updated_at=utcnow()))
-    return bool(res.rowcount)
-
-
-def migrate(s: Session | Connection, campaign_id: int, islands: int) -> int:
-    """Ring migration (`evolution.archive.migrants`) on the elite table: each island's best elite
-    is offered to the next island's same cell. Returns the number of copies made."""
-    if islands < 2:
-        return 0
-    rows = s.execute(select(EC.c.island, EC.c.cell, EC.c.program_id, EC.c.score, EC.c.features)
-                     .where(EC.c.campaign_id == campaign_id)).all()
-    moved = 0
-    for target, cell, pid, score, feats in cells.migrants(rows, islands):
-        moved += offer(s, campaign_id, target, cell, pid, score, feats)
-    return moved

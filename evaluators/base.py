@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from evolution.types import FeatureDim, StageResult  # noqa: F401  (FeatureDim re-exported)
+from evoforge.evolution.types import FeatureDim, StageResult  # noqa: F401  (FeatureDim re-exported)
 
 
 @dataclass(frozen=True)
@@ -125,4 +125,4 @@ def _load_builtins(names: tuple[str, ...] = _BUILTINS) -> None:
     import importlib
 
     for mod in names:
-        importlib.import_module(f"evaluators.{mod}")
+        importlib.import_module(f"evoforge.evaluators.{mod}")

@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evaluators.base import FINGERPRINT_KEY, Resources, Stage, Task, task_key
-from evaluators.devices import DeviceUnavailable, resolve_device
-from evolution import hashing
-from evolution.types import ERROR, INVALID, OK, EvalResult, ProbeResult
+from evoforge.evaluators.base import FINGERPRINT_KEY, Resources, Stage, Task, task_key
+from evoforge.evaluators.devices import DeviceUnavailable, resolve_device
+from evoforge.evolution import hashing
+from evoforge.evolution.types import ERROR, INVALID, OK, EvalResult, ProbeResult
 
 TAIL_CHARS = 2000
 EVALUATOR = "evaluator"  # the artifacts key under which a task's own artifacts are kept

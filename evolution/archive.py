@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from evolution.hashing import UNPARSABLE, normalize_code
-from evolution.types import FeatureDim
+from evoforge.evolution.hashing import UNPARSABLE, normalize_code
+from evoforge.evolution.types import FeatureDim
 
 Cell = tuple[int, ...]
 

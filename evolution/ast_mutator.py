@@ -31,10 +31,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from evolution.hashing import normalize_code
-from evolution.program import Region, evolvable_regions, syntax_check
-from evolution.step import Selection
-from evolution.types import Mutation
+from evoforge.evolution.hashing import normalize_code
+from evoforge.evolution.program import Region, evolvable_regions, syntax_check
+from evoforge.evolution.step import Selection
+from evoforge.evolution.types import Mutation
 
 _CMP_TEXT = {ast.Lt: r"<(?![<=])", ast.LtE: r"<=", ast.Gt: r"(?<![-=>])>(?![>=])",
              ast.GtE: r">=", ast.Eq: r"==", ast.NotEq: r"!="}

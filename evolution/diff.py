@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from evolution.program import (evolvable_regions, fixed_segments, outside_edit_reason,
+from evoforge.evolution.program import (evolvable_regions, fixed_segments, outside_edit_reason,
                                replace_regions, syntax_check)
 
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")

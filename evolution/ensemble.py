@@ -178,6 +178,8 @@ class Ensemble:
         specs = [parse_model_spec(m) if isinstance(m, str) else m for m in models]
         if not specs:
             raise ValueError("at least one model is needed")
+        if len({s.name for s in specs}) != len(specs):
+            raise ValueError("a model is given twice")
         self._arms = {s.name: _Arm(s) for s in specs}
         self.prices = prices or PriceTable()
         self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s

@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
-from evolution import prompts
-from evolution.diff import apply_reply
-from evolution.ensemble import ArmStats, Ensemble
-from evolution.program import syntax_check
-from evolution.types import Mutation
+from evoforge.evolution import prompts
+from evoforge.evolution.diff import apply_reply
+from evoforge.evolution.ensemble import ArmStats, Ensemble
+from evoforge.evolution.program import syntax_check
+from evoforge.evolution.types import Mutation
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from evolution.hashing import normalize_code
+from evoforge.evolution.hashing import normalize_code
 
 _PRIME = (1 << 31) - 1  # Mersenne prime: a*x + b < 2^63, no uint64 overflow
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\d_]*\.?[\d_]*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|"

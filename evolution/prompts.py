@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from evolution.types import OK, ProgramRef
+from evoforge.evolution.types import OK, ProgramRef
 
 CURRENT_HEADING = "# Current Program"
 

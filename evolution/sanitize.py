@@ -277,7 +277,7 @@ def clean_child(child: Any) -> Any:
     becomes `invalid` with the reason."""
     from dataclasses import replace
 
-    from evolution.types import INVALID, OK
+    from evoforge.evolution.types import INVALID, OK
 
     s = Sanitizer()
     m, r = child.mutation, child.result
@@ -315,7 +315,7 @@ def unstorable(child: Any, error: BaseException) -> Any:
     (program text, LLM exchange, metrics). No cache entry: no hash is kept."""
     from dataclasses import replace
 
-    from evolution.types import ERROR, EvalResult
+    from evoforge.evolution.types import ERROR, EvalResult
 
     s = Sanitizer()
     cause = getattr(error, "orig", None) or error  # SQLAlchemy's text repeats the parameters

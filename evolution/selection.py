@@ -22,9 +22,9 @@ import math
 import random
 from dataclasses import dataclass
 
-from evolution.hashing import normalized_hash
-from evolution.step import Selection
-from evolution.types import ProgramRef
+from evoforge.evolution.hashing import normalized_hash
+from evoforge.evolution.step import Selection
+from evoforge.evolution.types import ProgramRef
 
 
 @dataclass(frozen=True)

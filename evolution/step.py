@@ -19,8 +19,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from evolution import hashing
-from evolution.types import REJECTED, ERROR, EvalResult, Mutation, ProbeResult, ProgramRef
+from evoforge.evolution import hashing
+from evoforge.evolution.types import REJECTED, ERROR, EvalResult, Mutation, ProbeResult, ProgramRef
 
 CACHE_MISS, CACHE_CODE, CACHE_FUNCTIONAL = "miss", "code", "functional"
 

@@ -5,8 +5,8 @@ EVOFORGE_DATABASE_URL or the embedded default.
 """
 from alembic import context
 
-from db.engine import get_engine
-from db.models import Base
+from evoforge.db.engine import get_engine
+from evoforge.db.models import Base
 
 target_metadata = Base.metadata
 config = context.config

@@ -1,7 +1,7 @@
 """Runners that execute untrusted candidate code (see sandbox/base.py and docs/sandbox.md)."""
 from __future__ import annotations
 
-from sandbox.base import (ERROR, KILLED, MEMORY, OK, RUN_STATUSES, TIMEOUT, RunResult,
+from evoforge.sandbox.base import (ERROR, KILLED, MEMORY, OK, RUN_STATUSES, TIMEOUT, RunResult,
                           Sandbox, SandboxUnavailable)
 
 __all__ = ["make_sandbox", "RunResult", "Sandbox", "SandboxUnavailable", "OK", "ERROR",
@@ -18,17 +18,17 @@ def make_sandbox(kind: str = "fork", **kw) -> Sandbox:
     bubblewrap when present) or "docker" (containers; imported lazily). Keyword arguments go
     to the runner's constructor."""
     if kind in ("fork", "forkserver"):
-        from sandbox.forkserver import ForkServerSandbox
+        from evoforge.sandbox.forkserver import ForkServerSandbox
 
         return ForkServerSandbox(**kw)
     if kind in ("subprocess", "bwrap"):
-        from sandbox.subprocess_runner import SubprocessSandbox
+        from evoforge.sandbox.subprocess_runner import SubprocessSandbox
 
         if kind == "bwrap":
             kw.setdefault("use_bwrap", True)
         return SubprocessSandbox(**kw)
     if kind == "docker":
-        from sandbox.docker import DockerSandbox
+        from evoforge.sandbox.docker import DockerSandbox
 
         return DockerSandbox(**kw)
     raise ValueError(f"unknown sandbox kind {kind!r} (fork, subprocess, docker)")

@@ -14,8 +14,8 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT, RunResult
-from sandbox.harness import OutputError, decode_outputs
+from evoforge.sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT, RunResult
+from evoforge.sandbox.harness import OutputError, decode_outputs
 
 UID_BASE = 60000
 UID_COUNT = 1000

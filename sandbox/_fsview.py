@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from sandbox import _linux as L
-from sandbox._common import DEV_NODES, ETC_FILES, SYSTEM_DIRS, python_dirs
+from evoforge.sandbox import _linux as L
+from evoforge.sandbox._common import DEV_NODES, ETC_FILES, SYSTEM_DIRS, python_dirs
 
 # Any existing directory that holds nothing the view needs; the tmpfs over it is private to
 # our mount namespace and becomes "/" after pivot_root.

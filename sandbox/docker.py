@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sandbox._common import CLEAN_ENV, Limits, build_result, encode_request
-from sandbox.base import RunResult, SandboxUnavailable
+from evoforge.sandbox._common import CLEAN_ENV, Limits, build_result, encode_request
+from evoforge.sandbox.base import RunResult, SandboxUnavailable
 
 DEFAULT_IMAGE = "evoforge-eval-base:latest"
 HARNESS_PATH = Path(__file__).with_name("harness.py")

@@ -27,9 +27,9 @@ import tempfile
 import time
 from typing import Any
 
-from sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
+from evoforge.sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
                              build_result, encode_request, tail_text)
-from sandbox.base import RunResult, SandboxUnavailable
+from evoforge.sandbox.base import RunResult, SandboxUnavailable
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
 _IN_VIEW = "/run/evoforge"
@@ -79,7 +79,7 @@ class SubprocessSandbox:
                         f"{_IN_VIEW}/request.json", response]
         filter_r = -1
         if self.bwrap:
-            from sandbox import _linux
+            from evoforge.sandbox import _linux
 
             bpf = _linux.seccomp_program()
             if bpf is not None:  # bwrap reads the filter from a descriptor and loads it last
@@ -113,7 +113,7 @@ class SubprocessSandbox:
         return build_result(limits=limits, raw=raw, **info)
 
     def _bwrap_argv(self, host: str, limits: Limits, seccomp_fd: int = -1) -> list[str]:
-        from sandbox._fsview import view_dirs
+        from evoforge.sandbox._fsview import view_dirs
 
         argv = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--die-with-parent", "--new-session",
@@ -152,7 +152,7 @@ class _PreExec:
     """Runs in the forked child before exec (no bubblewrap): namespaces and the private root."""
 
     def __init__(self, host: str, limits: Limits, uid: int):
-        from sandbox import _fsview, _linux
+        from evoforge.sandbox import _fsview, _linux
 
         self.host, self.limits, self.uid = host, limits, uid
         self.L, self.fsview = _linux, _fsview

@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:
 @pytest.fixture
 def db_url(tmp_path):
     """A fresh SQLite database, migrated to head."""
-    from db.engine import upgrade
+    from evoforge.db.engine import upgrade
 
     url = f"sqlite:///{tmp_path / 'evoforge.db'}"
     upgrade(url)
@@ -21,14 +21,14 @@ def db_url(tmp_path):
 
 @pytest.fixture
 def sessions(db_url):
-    from db.engine import session_factory
+    from evoforge.db.engine import session_factory
 
     return session_factory(db_url)
 
 
 @pytest.fixture(scope="session")
 def fork_sandbox():
-    from sandbox import make_sandbox
+    from evoforge.sandbox import make_sandbox
 
     sb = make_sandbox("fork")
     yield sb

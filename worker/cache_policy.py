@@ -20,7 +20,7 @@ def is_builtin(task: Any) -> bool:
     """A task shipped in evaluators/ (by its defining module, not only its name: a plugin may
     register a task under a built-in's name)."""
     name = getattr(task, "name", None)
-    return name in BUILTIN_TASKS and type(task).__module__.startswith(f"evaluators.{name}.")
+    return name in BUILTIN_TASKS and type(task).__module__.startswith(f"evoforge.evaluators.{name}.")
 
 
 def shares_cache(task: Any) -> bool:

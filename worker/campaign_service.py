@@ -22,13 +22,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_config import CampaignConfig, CampaignSpec
-from db.campaign_rows import set_status, spent_budget, utc
-from db.errors import CampaignNotFound, campaign_not_found
-from db.models import Campaign, Program
-from evaluators.base import Task, UnknownParams, get_task, parse_params, task_key
-from evolution.archive import code_size_feature
-from evolution.types import FeatureDim
+from evoforge.db.campaign_config import CampaignConfig, CampaignSpec
+from evoforge.db.campaign_rows import set_status, spent_budget, utc
+from evoforge.db.errors import CampaignNotFound, campaign_not_found
+from evoforge.db.models import Campaign, Program
+from evoforge.evaluators.base import Task, UnknownParams, get_task, parse_params, task_key
+from evoforge.evolution.archive import code_size_feature
+from evoforge.evolution.types import FeatureDim
 
 __all__ = ["CampaignNotFound", "SpecError", "TransitionRefused", "Scope", "create_campaign",
            "get_campaign", "list_campaigns", "best_program", "resume", "open_slice", "cancel",

@@ -19,7 +19,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from worker.broker import TRANSPORT
+from evoforge.worker.broker import TRANSPORT
 
 BROKER_ENV = "EVOFORGE_BROKER_URL"
 VISIBILITY_ENV = "EVOFORGE_VISIBILITY_TIMEOUT_S"
@@ -31,7 +31,7 @@ def visibility_timeout_s() -> float:
 
 
 def make_app(broker_url: str | None = None) -> Celery:
-    app = Celery("evoforge", include=["worker.tasks"])
+    app = Celery("evoforge", include=["evoforge.worker.celery_jobs"])
     vt = visibility_timeout_s()
     app.conf.update(
         broker_url=broker_url or os.environ.get(BROKER_ENV) or "redis://127.0.0.1:6379/0",

@@ -31,7 +31,7 @@ needs one). An LLM campaign's iteration is `evoforge.mutate` on `llm` (the `prop
 select + LLM call), which sends `evoforge.evaluate` with the `Proposal` to `eval`/`gpu` (the
 `complete` half: sandboxed run + commit). LLM latency then never holds a CPU slot, and each pool
 is sized for its own bottleneck. This module sends messages by task name, so it does not import
-worker/tasks.py (which imports this one).
+worker/celery_jobs.py (which imports this one).
 """
 from __future__ import annotations
 
@@ -44,11 +44,12 @@ from typing import Callable
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import missing_iterations, reserve_slot, set_status, spent_budget
-from db.errors import campaign_not_found
-from db.models import Campaign, WorkerLease
-from evolution.step import Proposal
-from worker.leases import default_lease_stale_s, env_s, leases_of, utc_now
+from evoforge.db.campaign_config import stored_schedule
+from evoforge.db.campaign_rows import missing_iterations, reserve_slot, set_status, spent_budget
+from evoforge.db.errors import campaign_not_found
+from evoforge.db.models import Campaign, WorkerLease
+from evoforge.evolution.step import Proposal
+from evoforge.worker.leases import default_lease_stale_s, env_s, leases_of, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ SWEEP_STALE_ENV = "EVOFORGE_SWEEP_STALE_S"      # `evoforge serve`'s sweeper: no
 
 
 def default_sessions() -> sessionmaker[Session]:
-    from db.engine import session_factory
+    from evoforge.db.engine import session_factory
 
     return session_factory(None)  # $EVOFORGE_DATABASE_URL
 
@@ -93,7 +94,7 @@ def route(sessions: sessionmaker[Session], campaign_id: int, iteration: int, *,
     if _mutator_kind(config) == "llm" and iteration > 0 and not proposed:
         return PROPOSE, "llm"
     try:
-        from evaluators.base import get_task
+        from evoforge.evaluators.base import get_task
 
         gpu = bool(get_task(task_name).resources.gpu)
     except KeyError:  # an unknown task: its iterations fail on `eval` with the reason
@@ -102,13 +103,13 @@ def route(sessions: sessionmaker[Session], campaign_id: int, iteration: int, *,
 
 
 def _mutator_kind(config: dict | None) -> str:
-    from db.campaign_config import MutatorSpec  # the one default kind
+    from evoforge.db.campaign_config import MutatorSpec  # the one default kind
 
     return MutatorSpec.model_validate((config or {}).get("mutator") or {}).kind
 
 
 def celery_send(task: str, args: tuple, queue: str) -> None:
-    from worker.celery_app import app  # the broker's client libraries, on first send
+    from evoforge.worker.celery_app import app  # the broker's client libraries, on first send
 
     app.send_task(task, args, queue=queue)
 
@@ -166,7 +167,7 @@ def enqueue_campaign(campaign_id: int, sessions: sessionmaker[Session] | None = 
     """Start (or resume) a campaign on the workers. Called by the API after storing it queued.
 
     A scheduled campaign outside a slice waits, queued, for its next trigger (worker/schedule.py)."""
-    from worker.schedule import hold
+    from evoforge.worker.schedule import hold
 
     sessions = sessions or default_sessions()
     with sessions() as s:
@@ -226,7 +227,7 @@ class Sweeper:
             try:
                 if status == "queued":
                     # a scheduled campaign waits for its trigger; `tick` enqueues it then
-                    if not (config or {}).get("schedule"):
+                    if stored_schedule(config) is None:
                         stats["started"] += bool(enqueue_campaign(cid, self.sessions))
                     continue
                 if evaluations < reserved:

@@ -14,13 +14,13 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import (engine_of, has_extra_budget, missing_iterations, reserve_iteration,
+from evoforge.db.campaign_rows import (engine_of, has_extra_budget, missing_iterations, reserve_iteration,
                               set_status, spent_budget)
-from db.errors import CampaignNotFound
-from db.models import Campaign
-from evolution.step import Committed
-from worker.campaign_service import describe
-from worker.runtime import Runtime
+from evoforge.db.errors import CampaignNotFound
+from evoforge.db.models import Campaign
+from evoforge.evolution.step import Committed
+from evoforge.worker.campaign_service import describe
+from evoforge.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 import httpcore2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from db.campaign_config import HttpURL, Prices
+from evoforge.db.campaign_config import HttpURL, Prices
 
 ENDPOINTS_ENV = "EVOFORGE_LLM_ENDPOINTS"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -340,7 +340,7 @@ def resolve_target(m: Any, *, operator_url: str | None = None,
     """For a stored mutator spec. Default deny: a stored base_url gets no key and the guard,
     unless the caller of this function (the local CLI, whose user is the operator) passes that
     very URL as `operator_url`, in-process, at run time."""
-    from worker.llm_client import resolve_api_key
+    from evoforge.worker.llm_client import resolve_api_key
 
     if m.endpoint:
         cfg = cfg or load_endpoints()

@@ -11,19 +11,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_config import CampaignSpec
-from db.models import Campaign
-from db.store import CampaignStore
-from evaluators.base import task_key
-from evaluators.pipeline import CascadeEvaluator
-from evolution import hashing
-from evolution.program import syntax_check
-from evolution.step import Child, evaluate_code, functional_reuse
-from evolution.types import REJECTED, EvalResult, Mutation
-from worker.cache_policy import runner_id, shares_cache
-from worker import quotas
-from worker.campaign_service import create_campaign
-from worker.runtime import shared_sandbox
+from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.models import Campaign
+from evoforge.db.store import CampaignStore
+from evoforge.evaluators.base import task_key
+from evoforge.evaluators.pipeline import CascadeEvaluator
+from evoforge.evolution import hashing
+from evoforge.evolution.program import syntax_check
+from evoforge.evolution.step import Child, evaluate_code, functional_reuse
+from evoforge.evolution.types import REJECTED, EvalResult, Mutation
+from evoforge.worker.cache_policy import runner_id, shares_cache
+from evoforge.worker import quotas
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.runtime import shared_sandbox
 
 def adhoc_campaign(sessions: sessionmaker[Session], task: Any, params: Any,
                    project_id: int | None = None) -> int:

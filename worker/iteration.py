@@ -13,10 +13,10 @@ from collections import OrderedDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.errors import campaign_not_found
-from db.models import Campaign, Program
-from evolution.step import Committed, Proposal
-from worker.runtime import Runtime
+from evoforge.db.errors import campaign_not_found
+from evoforge.db.models import Campaign, Program
+from evoforge.evolution.step import Committed, Proposal
+from evoforge.worker.runtime import Runtime
 
 _runtimes: OrderedDict[tuple, Runtime] = OrderedDict()
 _runtimes_lock = threading.Lock()

@@ -20,8 +20,8 @@ from typing import Iterator
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import utc
-from db.models import WorkerLease
+from evoforge.db.campaign_rows import utc
+from evoforge.db.models import WorkerLease
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import model_stats
-from db.models import Campaign
-from evolution.ensemble import PriceTable
-from evolution.llm_mutator import IdeaConfig
-from worker.endpoints import resolve_target
-from worker.llm_client import build_llm_mutator
-from db.campaign_config import CampaignConfig
+from evoforge.db import model_stats
+from evoforge.db.models import Campaign
+from evoforge.evolution.ensemble import PriceTable
+from evoforge.evolution.llm_mutator import IdeaConfig
+from evoforge.worker.endpoints import resolve_target
+from evoforge.worker.llm_client import build_llm_mutator
+from evoforge.db.campaign_config import CampaignConfig
 
 
 class DbTokenBudget:
@@ -57,7 +57,7 @@ def make_llm_mutator(spec: CampaignConfig, task: Any, params: Any, sessions: ses
     m = spec.mutator
     target = resolve_target(m, operator_url=operator_url)
     prices = PriceTable.from_mapping({k: list(v) for k, v in target.prices.items()})
-    models = [f"{x.name}:{x.weight:g}" for x in m.models] or ["default"]
+    models = [x.spec() for x in m.models] or ["default"]
     worst = max((max(prices.price(x.name).prompt_per_m, prices.price(x.name).completion_per_m)
                  for x in m.models), default=0.0) / 1e6
     budget = None

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from evolution.llm_mutator import Completion
-from worker.endpoints import BlockedAddress
+from evoforge.evolution.llm_mutator import Completion
+from evoforge.worker.endpoints import BlockedAddress
 
 log = logging.getLogger("evoforge.llm")
 
@@ -151,7 +151,7 @@ class OpenAIClient:
         """`credentials=False`: no key at all, not even one from the environment (a URL the
         operator did not configure). `guard` (an `AddressPolicy`): connect only to addresses
         it allows, checked at connect time. Redirects are never followed."""
-        from worker.llm_http import make_http_client
+        from evoforge.worker.llm_http import make_http_client
 
         if timeout_s <= 0 or hard_limit_s <= 0 or max_retries < 0:
             raise ValueError("timeout_s and hard_limit_s must be > 0, max_retries >= 0")
@@ -379,23 +379,24 @@ def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def build_llm_mutator(base_url: str, models: list[str], task_context: str, *,
+def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
                       api_key: str | None = None, temperature: float = 0.7,
                       max_tokens: int = 4096, diff_mode: bool = True, budget: Any = None,
                       prices: Any = None, bandit: bool = False, cooldown_s: float = 30.0,
                       ideas: Any = None, timeout_s: float = 120.0, max_retries: int = 4,
                       hard_limit_s: float = 300.0, seed: int | None = None,
                       credentials: bool = True, guard: Any = None) -> Any:
-    """One call for the CLI/worker: `--llm-base-url`, repeated `--model NAME[:WEIGHT]`, ... ->
+    """One call for the CLI/worker: `--llm-base-url`, the models (`ModelSpec`s, or
+    `NAME[:WEIGHT]` strings), ... ->
     an `evolution.llm_mutator.LLMMutator` (its `.ensemble` takes `record_outcome` for the
     bandit; `._complete.__self__` is the client, to `close()`)."""
-    from evolution.ensemble import Ensemble, parse_model_specs
-    from evolution.llm_mutator import LLMMutator
+    from evoforge.evolution.ensemble import Ensemble
+    from evoforge.evolution.llm_mutator import LLMMutator
 
     client = OpenAIClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
                           hard_limit_s=hard_limit_s, credentials=credentials, guard=guard,
                           rng=random.Random(seed) if seed is not None else None)
-    ensemble = Ensemble(parse_model_specs(models), prices=prices, bandit=bandit,
+    ensemble = Ensemble(models, prices=prices, bandit=bandit,
                         cooldown_s=cooldown_s)
     return LLMMutator(client.complete, task_context, ensemble, diff_mode=diff_mode,
                       budget=budget, temperature=temperature, max_tokens=max_tokens,

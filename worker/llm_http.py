@@ -15,7 +15,7 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from worker.endpoints import AddressPolicy, GuardedBackend
+from evoforge.worker.endpoints import AddressPolicy, GuardedBackend
 
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "openai-organization",
                       "openai-project", "api-key", "x-api-key", "cookie")

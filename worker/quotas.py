@@ -26,8 +26,9 @@ from typing import Any, Iterator
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import ACTIVE, FINAL, engine_of
-from db.models import Campaign
+from evoforge.db.campaign_config import stored_budget, stored_schedule
+from evoforge.db.campaign_rows import ACTIVE, FINAL, engine_of
+from evoforge.db.models import Campaign
 
 log = logging.getLogger(__name__)
 RUNNING_ENV = "EVOFORGE_QUOTA_RUNNING_CAMPAIGNS"
@@ -84,11 +85,11 @@ def active_campaigns(s: Session, project_id: int | None, *, exclude_id: int | No
 
 def committed_evaluations(status: str, evaluations: int, config: dict[str, Any] | None) -> int:
     """What one campaign counts against the evaluation quota."""
-    cfg = config or {}
-    asked = (cfg.get("budget") or {}).get("max_evaluations")
-    if asked is None or status in ("cancelled", "failed") or (status in FINAL and not cfg.get("schedule")):
+    asked = stored_budget(config).max_evaluations
+    if asked is None or status in ("cancelled", "failed") or (
+            status in FINAL and stored_schedule(config) is None):
         return evaluations
-    return max(evaluations, int(asked))
+    return max(evaluations, asked)
 
 
 def project_evaluations(s: Session, project_id: int | None, *, exclude_id: int | None = None) -> int:
@@ -140,8 +141,8 @@ def check(s: Session, project_id: int | None, *, parallel: int, max_evaluations:
 
 
 def budget_asked(config: dict[str, Any] | None) -> int | None:
-    value = ((config or {}).get("budget") or {}).get("max_evaluations")
-    return None if value is None else int(value)
+    """The total evaluations a stored config document asks for (None: no evaluation budget)."""
+    return stored_budget(config).max_evaluations
 
 
 _locks: dict[int | None, threading.Lock] = {}

@@ -13,16 +13,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_config import CampaignConfig
-from db.errors import campaign_not_found
-from db.models import Campaign
-from db.store import CampaignStore
-from evaluators.base import FINGERPRINT_KEY, get_task, parse_params
-from evaluators.pipeline import CascadeEvaluator
-from evolution.step import (Committed, Evaluator, Mutator, Proposal, Selection, complete,
+from evoforge.db.campaign_config import CampaignConfig
+from evoforge.db.errors import campaign_not_found
+from evoforge.db.models import Campaign
+from evoforge.db.store import CampaignStore
+from evoforge.evaluators.base import FINGERPRINT_KEY, get_task, parse_params
+from evoforge.evaluators.pipeline import CascadeEvaluator
+from evoforge.evolution.step import (Committed, Evaluator, Mutator, Proposal, Selection, complete,
                             island_of, propose)
-from evolution.types import Mutation
-from worker.cache_policy import runner_id, shares_cache
+from evoforge.evolution.types import Mutation
+from evoforge.worker.cache_policy import runner_id, shares_cache
 
 _sandboxes: dict[str, Any] = {}
 _sandbox_lock = threading.Lock()
@@ -37,7 +37,7 @@ def shared_sandbox(kind: str = "fork") -> Any:
 
 def _shared_sandbox_locked(kind: str) -> Any:
     if kind not in _sandboxes:
-        from sandbox import make_sandbox
+        from evoforge.sandbox import make_sandbox
         _sandboxes[kind] = make_sandbox(kind)
     return _sandboxes[kind]
 
@@ -109,9 +109,9 @@ def make_mutator(spec: CampaignConfig, task: Any, params: Any, store: CampaignSt
                  sessions: sessionmaker[Session], campaign_id: int, *,
                  operator_url: str | None = None) -> Mutator:
     if spec.mutator.kind == "local":
-        from evolution.ast_mutator import LocalASTMutator
+        from evoforge.evolution.ast_mutator import LocalASTMutator
         return LocalASTMutator()
-    from worker.llm import make_llm_mutator
+    from evoforge.worker.llm import make_llm_mutator
     return make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
 
 

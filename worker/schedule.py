@@ -28,11 +28,11 @@ from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import ACTIVE, set_status
-from db.campaign_config import Budget, Schedule
-from db.models import Campaign
-from worker import quotas
-from worker.campaign_service import open_slice
+from evoforge.db.campaign_rows import ACTIVE, set_status
+from evoforge.db.campaign_config import Schedule, stored_budget, stored_schedule
+from evoforge.db.models import Campaign
+from evoforge.worker import quotas
+from evoforge.worker.campaign_service import open_slice
 
 log = logging.getLogger(__name__)
 SCHEDULABLE = ("queued", "running", "completed", "paused")
@@ -60,8 +60,7 @@ def due(cron: str, last_run: datetime, now: datetime) -> datetime | None:
 
 def schedule_of(config: dict | None) -> Schedule | None:
     """The schedule of a stored config document (db/campaign_config.py), if any."""
-    raw = (config or {}).get("schedule")
-    return Schedule.model_validate(raw) if raw else None
+    return stored_schedule(config)
 
 
 def waits_for_trigger(c: Campaign) -> bool:
@@ -89,7 +88,7 @@ def slice_end(c: Campaign, per_run: int) -> int:
     done), never past the total budget asked for."""
     done = max(c.iterations_reserved, c.evaluations)
     end = done + max(1, per_run)
-    total = Budget.model_validate((c.config or {}).get("budget") or {}).max_evaluations
+    total = stored_budget(c.config).max_evaluations
     return end if total is None else min(end, total)
 
 
@@ -98,7 +97,7 @@ def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
     """Serve every due trigger; returns the ids of campaigns given a slice."""
     now = _utc(now or datetime.now(timezone.utc))
     if enqueue is None:
-        from worker.dispatch import enqueue_campaign
+        from evoforge.worker.dispatch import enqueue_campaign
 
         def enqueue(cid: int) -> object:
             return enqueue_campaign(cid, sessions)
@@ -150,7 +149,7 @@ def _at_running_quota(s: Session, c: Campaign) -> bool:
 def run_beat(sessions: sessionmaker[Session], *, interval_s: float = 5.0, stale_after_s: float = 600.0,
              stop: threading.Event | None = None) -> None:
     """The scheduler + sweeper loop behind `evoforge beat`. SIGTERM/SIGINT end it."""
-    from worker.dispatch import Sweeper
+    from evoforge.worker.dispatch import Sweeper
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 def mount(app: FastAPI) -> None:
     from fastapi.staticfiles import StaticFiles
 
-    from api.dashboard.pages import STATIC_DIR, STATIC_URL
-    from api.dashboard.routes import router
+    from evoforge.api.dashboard.pages import STATIC_DIR, STATIC_URL
+    from evoforge.api.dashboard.routes import router
 
     app.include_router(router)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

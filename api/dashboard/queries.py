@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.auth import Principal
-from api.services import project_campaigns as campaigns_svc
-from api.services import programs as programs_svc
-from db.models import Program
+from evoforge.api.auth import Principal
+from evoforge.api.services import project_campaigns as campaigns_svc
+from evoforge.api.services import programs as programs_svc
+from evoforge.db.models import Program
 
 MAX_SCATTER_POINTS = 2000
 CACHED_CAMPAIGNS = 64
@@ -135,7 +135,7 @@ def campaign_overview(s: Session, principal: Principal, campaign_id: int) -> dic
 
 def program_page(s: Session, principal: Principal, program_id: int, *, depth: int = 50) -> dict[str, Any]:
     """The program (as GET /api/v1/programs/{id}), its lineage, and highlighted code and diff."""
-    from api.dashboard.highlight import highlight_diff, highlight_python
+    from evoforge.api.dashboard.highlight import highlight_diff, highlight_python
 
     program = programs_svc.program_detail(s, principal, program_id)
     lineage = programs_svc.lineage(s, principal, program_id, depth=depth)

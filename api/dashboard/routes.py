@@ -10,11 +10,11 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from api.dashboard import pages
-from api.dashboard.highlight import stylesheet
-from api.dashboard.queries import campaign_overview, program_page
-from api.deps import Auth, CampaignId, ProgramId, State
-from api.schemas import MAX_ID
+from evoforge.api.dashboard import pages
+from evoforge.api.dashboard.highlight import stylesheet
+from evoforge.api.dashboard.queries import campaign_overview, program_page
+from evoforge.api.deps import Auth, CampaignId, ProgramId, State
+from evoforge.api.schemas import MAX_ID
 
 router = APIRouter(include_in_schema=False)
 NO_STORE = {"Cache-Control": "no-store"}

@@ -7,16 +7,16 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import TypeAdapter
 
-from api import events
-from api.caches import MISS, body_key
-from api.errors import E401
-from api.deps import Auth, CampaignId, Limit, Offset, State
-from api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
+from evoforge.api import events
+from evoforge.api.caches import MISS, body_key
+from evoforge.api.errors import E401
+from evoforge.api.deps import Auth, CampaignId, Limit, Offset, State
+from evoforge.api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
                          Page, ProgramSummaryPublic, ScheduleUpdate)
-from api.services import NotFound
-from api.services import project_campaigns as svc
-from api.services import programs as programs_svc
-from evolution.types import EVAL_STATUSES
+from evoforge.api.services import NotFound
+from evoforge.api.services import project_campaigns as svc
+from evoforge.api.services import programs as programs_svc
+from evoforge.evolution.types import EVAL_STATUSES
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=E401)
 E404 = {404: {"model": ErrorPublic, "description": "No such campaign (or not yours)."}}

@@ -4,10 +4,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import Auth, State
-from api.errors import E401
-from api.schemas import ErrorPublic
-from api.services import llm_access
+from evoforge.api.deps import Auth, State
+from evoforge.api.errors import E401
+from evoforge.api.schemas import ErrorPublic
+from evoforge.api.services import llm_access
 
 router = APIRouter(tags=["system"], responses=E401)
 

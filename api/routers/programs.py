@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api.errors import E401
-from api.deps import Auth, ProgramId, State
-from api.schemas import ErrorPublic, LineagePublic, ProgramPublic
-from api.services import programs as svc
+from evoforge.api.errors import E401
+from evoforge.api.deps import Auth, ProgramId, State
+from evoforge.api.schemas import ErrorPublic, LineagePublic, ProgramPublic
+from evoforge.api.services import programs as svc
 
 router = APIRouter(prefix="/programs", tags=["programs"], responses=E401)
 E404 = {404: {"model": ErrorPublic, "description": "No such program (or not yours)."}}

@@ -6,8 +6,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import State
-from api.schemas import ErrorPublic, HealthPublic
+from evoforge.api.deps import State
+from evoforge.api.schemas import ErrorPublic, HealthPublic
 
 router = APIRouter(tags=["system"])
 

@@ -5,11 +5,11 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from api.errors import E401
-from api.deps import Auth, State
-from api.schemas import ErrorPublic, EvaluationCreate, EvaluationResultPublic, TaskPublic
-from api.services import evaluations as svc
-from evaluators.base import all_tasks
+from evoforge.api.errors import E401
+from evoforge.api.deps import Auth, State
+from evoforge.api.schemas import ErrorPublic, EvaluationCreate, EvaluationResultPublic, TaskPublic
+from evoforge.api.services import evaluations as svc
+from evoforge.evaluators.base import all_tasks
 
 router = APIRouter(tags=["tasks"], responses=E401)
 

@@ -5,17 +5,17 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from api.auth import Principal
-from api.schemas import EvaluationCreate
-from evolution.sanitize import servable
-from worker.campaign_service import resolve_task
+from evoforge.api.auth import Principal
+from evoforge.api.schemas import EvaluationCreate
+from evoforge.evolution.sanitize import servable
+from evoforge.worker.campaign_service import resolve_task
 
 
 def evaluate(sessions, principal: Principal, body: EvaluationCreate) -> dict[str, Any]:
-    from worker.evaluate import evaluate_program
-    from worker.runtime import shared_sandbox
+    from evoforge.worker.evaluate import evaluate_program
+    from evoforge.worker.runtime import shared_sandbox
 
-    from worker.quotas import QuotaExceeded
+    from evoforge.worker.quotas import QuotaExceeded
 
     task, params = resolve_task(body.task, body.params)  # SpecError: unknown task or params
     try:

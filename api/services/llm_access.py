@@ -8,10 +8,10 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import Principal
-from db.models import Project
-from worker.campaign_service import SpecError
-from worker.endpoints import EndpointError, EndpointsFile, check_mutator as _check, load_endpoints
+from evoforge.api.auth import Principal
+from evoforge.db.models import Project
+from evoforge.worker.campaign_service import SpecError
+from evoforge.worker.endpoints import EndpointError, EndpointsFile, check_mutator as _check, load_endpoints
 
 log = logging.getLogger("evoforge.api")
 

@@ -7,12 +7,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.auth import Principal
-from api.services import NotFound, utc
-from api.services.project_campaigns import get_campaign, scope
-from db.campaign_config import CampaignConfig
-from db.models import Campaign, EliteCell, Evaluation, Program
-from evolution.sanitize import servable
+from evoforge.api.auth import Principal
+from evoforge.api.services import NotFound, utc
+from evoforge.api.services.project_campaigns import get_campaign, scope
+from evoforge.db.campaign_config import CampaignConfig
+from evoforge.db.models import Campaign, EliteCell, Evaluation, Program
+from evoforge.evolution.sanitize import servable
 
 SORTS = {
     "score": (Program.score.desc().nulls_last(), Program.id),

@@ -7,15 +7,15 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import quotas
-from api.auth import Principal
-from api.services import Conflict, NotFound
-from api.services.llm_access import check_mutator
-from db.campaign_config import CampaignSpec, Schedule
-from db.campaign_rows import FINAL, set_status
-from db.models import Campaign
-from worker import campaign_service as service
-from worker.campaign_service import CampaignNotFound, SpecError, TransitionRefused, describe
+from evoforge.api import quotas
+from evoforge.api.auth import Principal
+from evoforge.api.services import Conflict, NotFound
+from evoforge.api.services.llm_access import check_mutator
+from evoforge.db.campaign_config import CampaignSpec, Schedule
+from evoforge.db.campaign_rows import FINAL, set_status
+from evoforge.db.models import Campaign
+from evoforge.worker import campaign_service as service
+from evoforge.worker.campaign_service import CampaignNotFound, SpecError, TransitionRefused, describe
 
 
 def scope_of(principal: Principal) -> service.Scope:
@@ -111,7 +111,7 @@ def remove(sessions, principal, campaign_id: int, runner) -> bool:
 
 
 def set_schedule(sessions, principal, campaign_id: int, schedule: dict[str, Any] | None) -> None:
-    from db.campaign_config import CampaignConfig
+    from evoforge.db.campaign_config import CampaignConfig
 
     with sessions.begin() as s:
         c = get_campaign(s, principal, campaign_id)

@@ -27,8 +27,8 @@ from typing import Callable, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.campaign_rows import set_status
-from db.models import Campaign
+from evoforge.db.campaign_rows import set_status
+from evoforge.db.models import Campaign
 
 log = logging.getLogger(__name__)
 SCHEDULE_INTERVAL_ENV = "EVOFORGE_SCHEDULE_INTERVAL_S"
@@ -74,8 +74,8 @@ class InProcessRunner:
         self._ticker: threading.Thread | None = None
 
     def start(self, campaign_id: int) -> None:
-        from worker.embedded import EmbeddedExecutor
-        from worker.schedule import hold
+        from evoforge.worker.embedded import EmbeddedExecutor
+        from evoforge.worker.schedule import hold
 
         if hold(self.sessions, campaign_id):  # scheduled, outside a slice: waits for its trigger
             return
@@ -175,7 +175,7 @@ class InProcessRunner:
 
     def _tick_loop(self) -> None:
         """Cron triggers of scheduled campaigns, as `evoforge beat` serves them with a broker."""
-        from worker.schedule import tick
+        from evoforge.worker.schedule import tick
 
         while not self._ticker_stop.wait(_schedule_interval_s()):
             try:
@@ -200,7 +200,7 @@ class InProcessRunner:
         while self._deleting and time.monotonic() < deadline:
             time.sleep(0.05)
         try:
-            from worker.runtime import close_sandboxes
+            from evoforge.worker.runtime import close_sandboxes
             close_sandboxes()
         except Exception:
             log.exception("closing sandboxes")
@@ -219,7 +219,7 @@ class BrokerRunner:
         self._sweeper = None
 
     def start(self, campaign_id: int) -> None:
-        from worker import dispatch  # imported on first use: the broker's client libraries
+        from evoforge.worker import dispatch  # imported on first use: the broker's client libraries
 
         try:
             dispatch.enqueue_campaign(campaign_id)
@@ -235,7 +235,7 @@ class BrokerRunner:
     def startup(self) -> None:
         if not self.sweep:
             return
-        from worker import dispatch
+        from evoforge.worker import dispatch
 
         self._sweeper = dispatch.SweeperThread(self.sessions).start()
 

@@ -2,8 +2,8 @@
 
 See docs/tasks/alpha_factors.md.
 """
-from evaluators.alpha_factors.task import AlphaFactorsTask, AlphaParams
-from evaluators.base import register
+from evoforge.evaluators.alpha_factors.task import AlphaFactorsTask, AlphaParams
+from evoforge.evaluators.base import register
 
 TASK = register(AlphaFactorsTask())
 

@@ -10,10 +10,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-import evaluators.alpha_factors.data as data
-import evaluators.alpha_factors.metrics as metrics
-from evaluators.base import FINGERPRINT_KEY, FeatureDim, Resources, Stage
-from evolution.types import StageResult
+import evoforge.evaluators.alpha_factors.data as data
+import evoforge.evaluators.alpha_factors.metrics as metrics
+from evoforge.evaluators.base import FINGERPRINT_KEY, FeatureDim, Resources, Stage
+from evoforge.evolution.types import StageResult
 
 HERE = Path(__file__).parent
 DRIVER_SOURCE = (HERE / "harness.py").read_text()

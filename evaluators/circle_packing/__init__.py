@@ -1,6 +1,6 @@
 """The circle_packing task: n circles in the unit square, maximise the sum of radii."""
-from evaluators.base import register
-from evaluators.circle_packing.task import BEST_KNOWN, CirclePackingParams, CirclePackingTask, TASK
+from evoforge.evaluators.base import register
+from evoforge.evaluators.circle_packing.task import BEST_KNOWN, CirclePackingParams, CirclePackingTask, TASK
 
 register(TASK)
 

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import FeatureDim, Resources, Stage
-from evaluators.circle_packing.validate import PackingError, check_packing, parse_packing
-from evolution.types import StageResult
+from evoforge.evaluators.base import FeatureDim, Resources, Stage
+from evoforge.evaluators.circle_packing.validate import PackingError, check_packing, parse_packing
+from evoforge.evolution.types import StageResult
 
 # Best known sums of radii: AlphaEvolve (Novikov et al. 2025, Appendix B.12) improved the records
 # of Friedman's Packing Center / Packomania to 2.63586 (n=26) and 2.93794 (n=32); 2.939 for n=32

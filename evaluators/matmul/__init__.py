@@ -1,7 +1,7 @@
 """The matmul task: exact low-rank decompositions of the matrix multiplication tensor."""
-from evaluators.base import register
-from evaluators.matmul.ranks import best_known_rank
-from evaluators.matmul.task import MatmulParams, MatmulTask, TASK
+from evoforge.evaluators.base import register
+from evoforge.evaluators.matmul.ranks import best_known_rank
+from evoforge.evaluators.matmul.task import MatmulParams, MatmulTask, TASK
 
 register(TASK)
 

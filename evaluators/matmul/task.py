@@ -14,10 +14,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import FeatureDim, Resources, Stage
-import evaluators.matmul.verify as verify
-from evaluators.matmul.ranks import best_known_rank
-from evolution.types import StageResult
+from evoforge.evaluators.base import FeatureDim, Resources, Stage
+import evoforge.evaluators.matmul.verify as verify
+from evoforge.evaluators.matmul.ranks import best_known_rank
+from evoforge.evolution.types import StageResult
 
 TIMEOUT_S = 30.0
 

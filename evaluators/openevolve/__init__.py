@@ -3,9 +3,9 @@
 See docs/openevolve.md. `load_problem` maps the files and config to plain campaign data; the
 registered `openevolve` task runs the evaluator inside the sandbox (driver.py).
 """
-from evaluators.base import register
-from evaluators.openevolve.config import Problem, load_problem
-from evaluators.openevolve.task import TASK, OpenEvolveParams, OpenEvolveTask, fitness
+from evoforge.evaluators.base import register
+from evoforge.evaluators.openevolve.config import Problem, load_problem
+from evoforge.evaluators.openevolve.task import TASK, OpenEvolveParams, OpenEvolveTask, fitness
 
 register(TASK)
 

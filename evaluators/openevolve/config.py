@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import yaml
 
-from evaluators.openevolve.files import ship_files
-from evaluators.openevolve.redact import drop_secrets
-from evaluators.textfile import read_text_file
+from evoforge.evaluators.openevolve.files import ship_files
+from evoforge.evaluators.openevolve.redact import drop_secrets
+from evoforge.evaluators.textfile import read_text_file
 
 KEY_SOURCE = "keys come from the environment: EVOFORGE_LLM_API_KEY or OPENAI_API_KEY"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from evaluators.textfile import TextFileError, read_text_file
+from evoforge.evaluators.textfile import TextFileError, read_text_file
 
 SHIP_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".txt", ".csv", ".tsv", ".cfg", ".ini", ".toml")
 SHIP_FILE_BYTES = 1 << 20

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluators.base import FeatureDim, Resources, Stage
-from evaluators.openevolve.files import SAFE_NAME, check_files
-from evolution.types import StageResult
+from evoforge.evaluators.base import FeatureDim, Resources, Stage
+from evoforge.evaluators.openevolve.files import SAFE_NAME, check_files
+from evoforge.evolution.types import StageResult
 
 DRIVER_SOURCE = (Path(__file__).with_name("driver.py")).read_text()
 

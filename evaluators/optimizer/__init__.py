@@ -2,8 +2,8 @@
 
 See docs/tasks/optimizer.md.
 """
-from evaluators.base import register
-from evaluators.optimizer.task import OptimizerParams, OptimizerTask
+from evoforge.evaluators.base import register
+from evoforge.evaluators.optimizer.task import OptimizerParams, OptimizerTask
 
 TASK = register(OptimizerTask())
 

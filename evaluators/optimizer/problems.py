@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-import evaluators.optimizer.harness as harness
+import evoforge.evaluators.optimizer.harness as harness
 
 PROBLEMS = ("rosenbrock", "quadratic", "logistic", "mlp")
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

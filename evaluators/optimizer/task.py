@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evaluators.base import FeatureDim, Resources, Stage
-import evaluators.optimizer.harness as harness
-import evaluators.optimizer.problems as problems
-from evolution.types import StageResult
+from evoforge.evaluators.base import FeatureDim, Resources, Stage
+import evoforge.evaluators.optimizer.harness as harness
+import evoforge.evaluators.optimizer.problems as problems
+from evoforge.evolution.types import StageResult
 
 HERE = Path(__file__).parent
 DRIVER_SOURCE = (HERE / "harness.py").read_text()

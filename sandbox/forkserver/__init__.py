@@ -20,7 +20,7 @@ See docs/sandbox.md for the isolation and the measurements.
 """
 from __future__ import annotations
 
-from sandbox import SCIPY_PRELOAD
-from sandbox.forkserver.client import ForkServerSandbox
+from evoforge.sandbox import SCIPY_PRELOAD
+from evoforge.sandbox.forkserver.client import ForkServerSandbox
 
 __all__ = ["ForkServerSandbox", "SCIPY_PRELOAD"]

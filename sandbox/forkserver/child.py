@@ -14,15 +14,15 @@ import signal
 import socket
 import sys
 
-from sandbox._common import Limits
-from sandbox.forkserver.wire import recv_all
+from evoforge.sandbox._common import Limits
+from evoforge.sandbox.forkserver.wire import recv_all
 
 
 def main(job_fd: int, writers: list[int], seccomp: bytes | None) -> None:
     """C, just forked by the server as PID 1 of a new pid namespace: set up, wait for a job.
     `writers` are the write ends of stdout, stderr and the result channel; `seccomp` is the
     syscall filter the server built once (sandbox/_linux.py)."""
-    from sandbox import _linux as L
+    from evoforge.sandbox import _linux as L
 
     L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
     # Lift the sources above 4 first so no dup2 below clobbers another source; then keep
@@ -57,7 +57,7 @@ def main(job_fd: int, writers: list[int], seccomp: bytes | None) -> None:
     uid = int(header["uid"])
     request = recv_all(client, 1 << 30)
     client.close()  # the answer goes back through the server only
-    from sandbox import _fsview
+    from evoforge.sandbox import _fsview
 
     _fsview.mount_scratch(f"size={limits.scratch_mb}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
     _run_job(request, limits, uid, seccomp)
@@ -65,8 +65,8 @@ def main(job_fd: int, writers: list[int], seccomp: bytes | None) -> None:
 
 def _run_job(request: bytes, limits: Limits, uid: int, seccomp: bytes | None) -> None:
     """C: PID 1 of a fresh pid namespace. Trusted set-up, then the harness runs the candidate."""
-    from sandbox import _linux as L
-    from sandbox import harness
+    from evoforge.sandbox import _linux as L
+    from evoforge.sandbox import harness
 
     os.chdir("/tmp")  # the scratch tmpfs mounted for this run
     harness.apply_limits(limits.rlimits())

@@ -15,14 +15,17 @@ import sys
 import threading
 from typing import Any
 
-from sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
+import evoforge
+from evoforge.sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
                              build_result, encode_request)
-from sandbox.base import ERROR, RunResult, SandboxUnavailable
-from sandbox.forkserver.wire import ANSWER_HEADER, recv_all
+from evoforge.sandbox.base import ERROR, RunResult, SandboxUnavailable
+from evoforge.sandbox.forkserver.wire import ANSWER_HEADER, recv_all
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The folder that holds the `evoforge` package (the checkout, or site-packages): the server is
+# started isolated (-I) and imports the package from there.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(evoforge.__file__)))
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[2]); "
-         "from sandbox.forkserver.server import serve; serve(int(sys.argv[1]))")
+         "from evoforge.sandbox.forkserver.server import serve; serve(int(sys.argv[1]))")
 # What the warm server imports. numpy only by default: every preloaded module enlarges the
 # server and so the cost of each fork (scipy's common submodules double it, see docs/sandbox.md).
 _PRELOAD = ("numpy",)

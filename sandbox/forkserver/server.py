@@ -17,9 +17,9 @@ import socket
 import time
 from typing import Any
 
-from sandbox._common import CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, tail_text
-from sandbox.forkserver import child
-from sandbox.forkserver.wire import ANSWER_HEADER
+from evoforge.sandbox._common import CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, tail_text
+from evoforge.sandbox.forkserver import child
+from evoforge.sandbox.forkserver.wire import ANSWER_HEADER
 
 POOL_SIZE = 2            # candidates forked ahead, waiting for a job
 _GRACE_S = 0.25          # a candidate that closed its channels without a result may still exit
@@ -27,7 +27,7 @@ _GRACE_S = 0.25          # a candidate that closed its channels without a result
 
 def serve(ctl_fd: int) -> None:
     """Server main: runs in its own interpreter with a scrubbed environment."""
-    from sandbox import _linux as L
+    from evoforge.sandbox import _linux as L
 
     ctl = socket.socket(fileno=ctl_fd)
     try:
@@ -45,8 +45,8 @@ def serve(ctl_fd: int) -> None:
         os.environ.clear()
         os.environ.update(CLEAN_ENV)
         import resource  # noqa: F401 - needed after the pivot
-        from sandbox import harness  # noqa: F401
-        from sandbox import _fsview
+        from evoforge.sandbox import harness  # noqa: F401
+        from evoforge.sandbox import _fsview
 
         # Our own pid namespace, to return to after each per-candidate unshare(CLONE_NEWPID).
         own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -191,7 +191,7 @@ class _Server:
     # -- candidates
 
     def _fork_candidate(self) -> None:
-        from sandbox import _linux as L, harness
+        from evoforge.sandbox import _linux as L, harness
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, result

@@ -28,7 +28,7 @@ class LiveServer:
 
 
 def start_server(db_url: str, **app_kw) -> LiveServer:
-    from api.app import create_app
+    from evoforge.api.app import create_app
 
     app_kw.setdefault("broker_url", "")
     app_kw.setdefault("poll_s", 0.2)

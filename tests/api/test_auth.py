@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from db import apikeys
-from db.engine import session_factory, upgrade
+from evoforge.db import apikeys
+from evoforge.db.engine import session_factory, upgrade
 
 CAMPAIGN = {"task": "circle_packing", "budget": {"max_evaluations": 15}}
 
@@ -26,7 +26,7 @@ def test_keys_are_hashed_and_prefixed(tmp_path):
     url = f"sqlite:///{tmp_path / 'k.db'}"
     key = make_key(url, "alpha")
     assert key.startswith("evf_") and len(key) > 40
-    from db.models import ApiKey, Project
+    from evoforge.db.models import ApiKey, Project
     with session_factory(url)() as s:
         row = s.query(ApiKey).one()
         assert row.key_hash == apikeys.hash_key(key) and key not in (row.key_hash, row.prefix)
@@ -74,10 +74,10 @@ def test_projects_are_isolated(live_server, tmp_path):
         assert anon.get("/healthz").status_code == 200   # probes need no key
 
     # programs are scoped through their campaign: an ad-hoc evaluation of project alpha
-    from db.models import Program
-    from evolution.types import OK
-    from worker.evaluate import adhoc_campaign
-    from evaluators.base import get_task, parse_params
+    from evoforge.db.models import Program
+    from evoforge.evolution.types import OK
+    from evoforge.worker.evaluate import adhoc_campaign
+    from evoforge.evaluators.base import get_task, parse_params
     sessions = session_factory(srv.db_url)
     task = get_task("circle_packing")
     pid_alpha = apikeys.project_of_key(sessions, key_a)

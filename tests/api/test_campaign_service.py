@@ -20,7 +20,7 @@ def _finished(c, cid):
 
 
 def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "api.cli", *args, "--db", db_url], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "evoforge.cli", *args, "--db", db_url], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     return p
@@ -68,7 +68,7 @@ def test_resume_means_the_same_in_the_api_and_the_cli(live_server):
         assert c.post(f"/campaigns/{cancelled}/cancel").status_code == 200
         r = c.post(f"/campaigns/{cancelled}/resume", params={"evaluations": 3})
         assert r.status_code == 409 and "cancelled" in r.json()["detail"]
-    p = subprocess.run([sys.executable, "-m", "api.cli", "run", "circle_packing", "--resume",
+    p = subprocess.run([sys.executable, "-m", "evoforge.cli", "run", "circle_packing", "--resume",
                         str(cancelled), "--iterations", "2", "--db", srv.db_url], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "cancelled" in p.stderr

@@ -192,8 +192,8 @@ def test_running_campaign_resumes_after_restart(live_server):
         cid = c.post("/campaigns", json={**SMALL, "budget": {"max_evaluations": 300}}).json()["id"]
         wait_for(lambda: c.get(f"/campaigns/{cid}").json()["evaluations"] >= 2)
     first.stop()
-    from db.engine import session_factory
-    from db.models import Campaign
+    from evoforge.db.engine import session_factory
+    from evoforge.db.models import Campaign
     with session_factory(first.db_url)() as s:
         c0 = s.get(Campaign, cid)
         assert c0.status == "running" and c0.evaluations < 300
@@ -223,7 +223,7 @@ def test_schedule_is_visible_and_editable(live_server):
 
 
 def test_tasks_and_evaluations(srv):
-    from evaluators.base import get_task, parse_params
+    from evoforge.evaluators.base import get_task, parse_params
 
     seed = get_task("circle_packing").seed_program(parse_params(get_task("circle_packing"), {}))
     with srv.client() as c:

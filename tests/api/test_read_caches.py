@@ -8,9 +8,9 @@ import time
 
 from sqlalchemy import insert, select, update
 
-from db import apikeys
-from db.engine import session_factory, upgrade
-from db.models import ApiKey, Campaign, EliteCell, Program
+from evoforge.db import apikeys
+from evoforge.db.engine import session_factory, upgrade
+from evoforge.db.models import ApiKey, Campaign, EliteCell, Program
 
 CAMPAIGN = {"task": "circle_packing", "budget": {"max_evaluations": 15}}
 
@@ -137,7 +137,7 @@ def test_cache_hits_keep_tenancy_auth_and_validation(live_server):
 
 
 def test_fast_path_serves_only_what_the_route_accepted(live_server, monkeypatch):
-    from api.fastpath import CachedReads
+    from evoforge.api.fastpath import CachedReads
 
     served = []  # (query string, served by the fast path)
     lookup = CachedReads._lookup

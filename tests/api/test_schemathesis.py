@@ -16,9 +16,9 @@ schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import checks  # noqa: E402
 from schemathesis.core.parameters import ParameterLocation  # noqa: E402
 
-from api.app import create_app  # noqa: E402
-from db.apikeys import create_key  # noqa: E402
-from db.engine import session_factory, upgrade  # noqa: E402
+from evoforge.api.app import create_app  # noqa: E402
+from evoforge.db.apikeys import create_key  # noqa: E402
+from evoforge.db.engine import session_factory, upgrade  # noqa: E402
 
 _DIR = Path(tempfile.mkdtemp(prefix="evoforge-schemathesis-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # built at import, so not a fixture
@@ -31,9 +31,9 @@ KEY, PROJECT_ID = create_key(session_factory(DB_URL), "schemathesis")
 
 def _seed_rows() -> None:
     """A few campaigns and programs, so generated small ids sometimes hit real rows."""
-    from db.models import Evaluation, Program
-    from worker.campaign_service import create_campaign
-    from db.campaign_config import CampaignSpec
+    from evoforge.db.models import Evaluation, Program
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.db.campaign_config import CampaignSpec
 
     sessions = session_factory(DB_URL)
     for seed in range(3):

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def evoforge_bin() -> list[str]:
     exe = Path(sys.executable).with_name("evoforge")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "evoforge.cli"]
 
 
 @contextmanager

@@ -7,15 +7,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
-from db.models import EliteCell, Evaluation, Program
+from evoforge.db.models import EliteCell, Evaluation, Program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def populate(sessions, programs: int = 40, islands: int = 2):
     """A campaign with a chain of programs (each the child of the previous), some failures, elites."""
-    from worker.campaign_service import create_campaign
-    from db.campaign_config import CampaignSpec
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.db.campaign_config import CampaignSpec
 
     c = create_campaign(sessions, CampaignSpec(task="circle_packing", archive={"islands": islands}))
     rng = random.Random(0)
@@ -44,8 +44,8 @@ def populate(sessions, programs: int = 40, islands: int = 2):
 
 @pytest.fixture
 def client(db_url):
-    from api.app import create_app
-    from db.engine import session_factory
+    from evoforge.api.app import create_app
+    from evoforge.db.engine import session_factory
 
     app = create_app(db_url, broker_url="", open_mode=True, execute=False)
     with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server serves
@@ -123,9 +123,9 @@ def test_program_endpoint_highlights_code_and_diff(client):
 
 
 def test_data_endpoints_use_the_api_keys(db_url):
-    from api.app import create_app
-    from db.apikeys import create_key
-    from db.engine import session_factory
+    from evoforge.api.app import create_app
+    from evoforge.db.apikeys import create_key
+    from evoforge.db.engine import session_factory
 
     sessions = session_factory(db_url)
     key_a, _ = create_key(sessions, "a")

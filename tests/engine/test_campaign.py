@@ -1,12 +1,12 @@
 """The embedded engine end to end: real SQLite, real fork-server sandbox, real circle packing."""
 from sqlalchemy import func, select
 
-from db.models import Campaign, EliteCell, Evaluation, Program
-from evolution.step import Child
-from evolution.types import OK, EvalResult, Mutation
-from worker.campaign_service import create_campaign
-from worker.embedded import EmbeddedExecutor
-from db.campaign_config import CampaignSpec
+from evoforge.db.models import Campaign, EliteCell, Evaluation, Program
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import OK, EvalResult, Mutation
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.embedded import EmbeddedExecutor
+from evoforge.db.campaign_config import CampaignSpec
 
 
 def run_campaign(sessions, sandbox, *, evals, parallel=1, seed=0, **extra):
@@ -37,7 +37,7 @@ def test_campaign_improves_fills_cells_and_counts(sessions, fork_sandbox):
 
 
 def test_same_seed_same_result(tmp_path, fork_sandbox):
-    from db.engine import session_factory, upgrade
+    from evoforge.db.engine import session_factory, upgrade
 
     results = []
     for i in range(2):
@@ -81,7 +81,7 @@ def test_uncommitted_reservation_is_rerun_on_resume(sessions, fork_sandbox):
 
 
 def test_redelivered_iteration_is_not_inserted_twice(sessions, fork_sandbox):
-    from db.store import CampaignStore
+    from evoforge.db.store import CampaignStore
 
     out = run_campaign(sessions, fork_sandbox, evals=3)
     store = CampaignStore(sessions, out["campaign_id"])
@@ -108,7 +108,7 @@ def test_functional_cache_is_shared_across_campaigns(sessions, fork_sandbox):
 
 
 def test_archive_rebuilds_from_database(sessions, fork_sandbox):
-    from db.store import CampaignStore
+    from evoforge.db.store import CampaignStore
 
     out = run_campaign(sessions, fork_sandbox, evals=40, archive={"migration_interval": 7})
     store = CampaignStore(sessions, out["campaign_id"])
@@ -147,7 +147,7 @@ def test_meta_note_is_refreshed_and_shown_to_the_mutator(sessions, fork_sandbox)
     with sessions() as s:
         note = s.get(Campaign, out["campaign_id"]).meta_note
     assert note.startswith("Over the last 5 attempts")
-    from db.store import CampaignStore
+    from evoforge.db.store import CampaignStore
     import random
     sel = CampaignStore(sessions, out["campaign_id"]).select(0, random.Random(0))
     assert sel.meta_note == note
@@ -164,8 +164,8 @@ def test_campaign_that_cannot_start_is_failed_not_stuck(sessions, fork_sandbox):
 
 def test_unknown_params_are_rejected():
     import pytest
-    from worker.campaign_service import SpecError
+    from evoforge.worker.campaign_service import SpecError
 
     with pytest.raises(SpecError, match="unknown param"):
-        from worker.campaign_service import resolve
+        from evoforge.worker.campaign_service import resolve
         resolve(CampaignSpec(task="circle_packing", params={"nn": 3}))

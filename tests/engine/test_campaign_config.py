@@ -7,12 +7,12 @@ import json
 
 import sqlalchemy as sa
 
-from db import engine as dbe
-from db.campaign_config import CampaignConfig, CampaignSpec
-from db.models import Campaign
-from db.store import CampaignStore
-from evolution.types import FeatureDim
-from worker.campaign_service import create_campaign
+from evoforge.db import engine as dbe
+from evoforge.db.campaign_config import CampaignConfig, CampaignSpec
+from evoforge.db.models import Campaign
+from evoforge.db.store import CampaignStore
+from evoforge.evolution.types import FeatureDim
+from evoforge.worker.campaign_service import create_campaign
 
 
 def test_stored_document_is_versioned_and_loads_typed(sessions):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EVOFORGE = [sys.executable, "-m", "api.cli"]
+EVOFORGE = [sys.executable, "-m", "evoforge.cli"]
 SEED = (ROOT / "examples/circle_packing/seed.py").read_text()
 
 

@@ -11,11 +11,11 @@ FIX = ROOT / "tests" / "openevolve" / "fixtures" / "dict_problem"
 
 DRIVER = r"""
 import gc, json, sys, threading
-from api.cli import main
+from evoforge.cli.main import main
 
 def state(rc):
     return {"rc": rc, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
-            "modules": sorted(m for m in ("rich", "alembic", "fastapi", "uvicorn", "celery", "api.app")
+            "modules": sorted(m for m in ("rich", "alembic", "fastapi", "uvicorn", "celery", "evoforge.api.app")
                               if m in sys.modules),
             "starters": [t.name for t in threading.enumerate() if t.name == "evoforge-sandbox-start"]}
 

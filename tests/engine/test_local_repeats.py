@@ -4,13 +4,13 @@ import random
 
 from sqlalchemy import func, select
 
-from db.models import Evaluation, Program
-from evolution.ast_mutator import LocalASTMutator
-from evolution.step import Selection
-from evolution.types import ProgramRef
-from worker.campaign_service import create_campaign
-from worker.embedded import EmbeddedExecutor
-from db.campaign_config import CampaignSpec
+from evoforge.db.models import Evaluation, Program
+from evoforge.evolution.ast_mutator import LocalASTMutator
+from evoforge.evolution.step import Selection
+from evoforge.evolution.types import ProgramRef
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.embedded import EmbeddedExecutor
+from evoforge.db.campaign_config import CampaignSpec
 
 PARENT = ProgramRef(id=1, code="def f(x):\n    return x * 2.5 + 1.25\n", score=1.0, status="ok",
                     island=0, generation=0)
@@ -49,7 +49,7 @@ def test_without_seen_the_draw_is_unchanged():
 def _code_cache_hits(tmp_path, name: str, fork_sandbox, evals: int) -> int:
     """Code-cache hits of a fresh campaign in its own database (a second campaign of the same
     project would replay the first one's cache)."""
-    from db.engine import session_factory, upgrade
+    from evoforge.db.engine import session_factory, upgrade
 
     url = f"sqlite:///{tmp_path / f'{name}.db'}"
     upgrade(url)

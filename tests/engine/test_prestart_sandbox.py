@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from worker import runtime
+from evoforge.worker import runtime
 
 
 def _keepers() -> list[threading.Thread]:
@@ -72,7 +72,7 @@ def test_other_kinds_start_on_first_use(kind):
 
 
 def test_a_failed_start_is_left_to_the_first_run(monkeypatch):
-    import sandbox
+    from evoforge import sandbox
 
     def broken(kind="fork", **kw):
         raise RuntimeError("no sandbox here")

@@ -3,14 +3,14 @@ fork-server sandbox, local mutator) whose elite_corr feature is computed by the 
 factor fingerprints of the island's current elites, and decides the MAP-Elites cell."""
 from sqlalchemy import select
 
-from db.models import Campaign, EliteCell, Evaluation, Program
-from db.store import CampaignStore
-from evaluators.base import FINGERPRINT_KEY
-from evolution import archive as cells
-from evolution.types import OK
-from worker.campaign_service import create_campaign
-from worker.embedded import EmbeddedExecutor
-from db.campaign_config import CampaignSpec
+from evoforge.db.models import Campaign, EliteCell, Evaluation, Program
+from evoforge.db.store import CampaignStore
+from evoforge.evaluators.base import FINGERPRINT_KEY
+from evoforge.evolution import archive as cells
+from evoforge.evolution.types import OK
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.embedded import EmbeddedExecutor
+from evoforge.db.campaign_config import CampaignSpec
 
 PARAMS = {"data": "synthetic", "synth_dates": 300, "synth_assets": 12, "synth_signal_ic": 0.1}
 
@@ -48,7 +48,7 @@ def test_elite_correlation_is_a_stored_feature_that_places_programs(sessions, fo
     # Stored features are the whole truth: the archive rebuilds from them alone.
     assert store.rebuild_elites() == stored
     # ... and the fingerprints never reach prompts: ProgramRefs of a hooked store leave them out.
-    from worker.runtime import Runtime
+    from evoforge.worker.runtime import Runtime
     rt = Runtime.for_campaign(sessions, cid, sandbox=fork_sandbox)
     sel = rt.store.select(0, __import__("random").Random(0))
     assert sel.parent is not None and FINGERPRINT_KEY not in sel.parent.artifacts

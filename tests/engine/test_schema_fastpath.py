@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from db import engine as dbe
+from evoforge.db import engine as dbe
 
 
 def _url(tmp_path, name: str) -> str:
@@ -139,7 +139,7 @@ def test_fastpath_matches_the_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from db.models import Base
+    from evoforge.db.models import Base
 
     url = _by_fastpath(tmp_path)
     with dbe.get_engine(url).connect() as conn:

@@ -5,7 +5,7 @@ import sqlite3
 import threading
 import time
 
-from db import engine as dbe
+from evoforge.db import engine as dbe
 
 
 def test_wal_switch_waits_for_a_writer_on_a_new_file(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators.alpha_factors import data, metrics
-from evaluators.base import get_task, task_key
+from evoforge.evaluators.alpha_factors import data, metrics
+from evoforge.evaluators.base import get_task, task_key
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = get_task("alpha_factors")
@@ -154,7 +154,7 @@ def test_seed_program_is_valid():
 
 
 def test_fingerprint_and_elite_correlation():
-    from evaluators.base import FINGERPRINT_KEY
+    from evoforge.evaluators.base import FINGERPRINT_KEY
 
     log_volume = "import numpy as np\ndef alpha(panel):\n    return np.log(panel['volume'])\n"
     negated = "import numpy as np\ndef alpha(panel):\n    return -np.log(panel['volume'])\n"

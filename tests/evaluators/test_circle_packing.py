@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from evaluators.base import get_task, parse_params, task_key
-from evaluators.circle_packing import BEST_KNOWN
+from evoforge.evaluators.base import get_task, parse_params, task_key
+from evoforge.evaluators.circle_packing import BEST_KNOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "circle_packing"
@@ -22,7 +22,7 @@ def params(n=26):
 
 def score_single(output, n=4):
     """Score one output for a stage that calls pack_circles(n) once."""
-    from evaluators.base import Stage
+    from evoforge.evaluators.base import Stage
 
     return TASK.score(params(n), Stage(name="t", inputs=[{"n": n}]), [output])
 
@@ -155,7 +155,7 @@ def test_garbage_is_invalid_without_raising(output):
 
 @pytest.mark.parametrize("outputs", [None, "x", [], [1, 2, 3], {"a": 1}, 7])
 def test_wrong_number_of_outputs_is_invalid(outputs):
-    from evaluators.base import Stage
+    from evoforge.evaluators.base import Stage
 
     res = TASK.score(params(4), Stage(name="t", inputs=[{"n": 4}]), outputs)
     assert res.valid is False and res.reason
@@ -169,7 +169,7 @@ def test_lists_of_python_floats_are_accepted():
 
 def test_every_output_of_the_stage_must_be_valid():
     p = params(4)
-    from evaluators.base import Stage
+    from evoforge.evaluators.base import Stage
 
     stage = Stage(name="t", inputs=[{"n": 2}, {"n": 4}])
     small_bad = (np.array([[0.25, 0.25], [0.5, 0.25]]), np.array([0.25, 0.25]))  # overlap
@@ -180,7 +180,7 @@ def test_every_output_of_the_stage_must_be_valid():
 def test_ratio_to_best_known():
     assert BEST_KNOWN == {26: 2.635, 32: 2.939}
     p = params(26)
-    from evaluators.base import Stage
+    from evoforge.evaluators.base import Stage
 
     n = 26
     side = 6

@@ -4,10 +4,10 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from evaluators.base import Resources, Stage
-from evaluators.devices import gpu_available
-from evaluators.pipeline import CascadeEvaluator
-from evolution.types import FeatureDim, StageResult
+from evoforge.evaluators.base import Resources, Stage
+from evoforge.evaluators.devices import gpu_available
+from evoforge.evaluators.pipeline import CascadeEvaluator
+from evoforge.evolution.types import FeatureDim, StageResult
 
 CANDIDATE = "def run(x, device):\n    return {'device': device, 'y': 2 * x}\n"
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from evaluators.base import get_task, parse_params
-from evaluators.matmul import verify
-from evaluators.matmul.ranks import best_known_rank, load_table
-from evaluators.matmul.task import partial_score
+from evoforge.evaluators.base import get_task, parse_params
+from evoforge.evaluators.matmul import verify
+from evoforge.evaluators.matmul.ranks import best_known_rank, load_table
+from evoforge.evaluators.matmul.task import partial_score
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "matmul"

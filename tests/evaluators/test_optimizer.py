@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators.base import get_task, task_key
-from evaluators.optimizer import task as opt
+from evoforge.evaluators.base import get_task, task_key
+from evoforge.evaluators.optimizer import task as opt
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = get_task("optimizer")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.base import get_task, parse_params
-from evaluators.pipeline import CascadeEvaluator
+from evoforge.evaluators.base import get_task, parse_params
+from evoforge.evaluators.pipeline import CascadeEvaluator
 
 ROOT = Path(__file__).resolve().parents[2]
 

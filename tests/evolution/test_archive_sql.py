@@ -11,14 +11,14 @@ import random
 import pytest
 from sqlalchemy import select
 
-from db.models import EliteCell
-from db.store import CampaignStore
-from evolution import archive as cells
-from evolution import hashing
-from evolution.step import Child
-from evolution.types import ERROR, OK, EvalResult, Mutation
-from worker.campaign_service import create_campaign
-from db.campaign_config import CampaignSpec
+from evoforge.db.models import EliteCell
+from evoforge.db.store import CampaignStore
+from evoforge.evolution import archive as cells
+from evoforge.evolution import hashing
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import ERROR, OK, EvalResult, Mutation
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.db.campaign_config import CampaignSpec
 
 ISLANDS, MIGRATION_INTERVAL = 3, 4
 SCORES = (0.1, 0.2, 0.3, 0.5, 0.8)

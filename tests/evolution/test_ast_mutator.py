@@ -4,11 +4,11 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from evolution.ast_mutator import LocalASTMutator
-from evolution.hashing import code_hash
-from evolution.program import fixed_segments
-from evolution.step import Selection
-from evolution.types import ProgramRef
+from evoforge.evolution.ast_mutator import LocalASTMutator
+from evoforge.evolution.hashing import code_hash
+from evoforge.evolution.program import fixed_segments
+from evoforge.evolution.step import Selection
+from evoforge.evolution.types import ProgramRef
 
 PROGRAM = '''import numpy as np
 

@@ -1,4 +1,4 @@
-from evolution.diff import (apply_diff, apply_reply, extract_rewrite, fenced_code, parse_blocks)
+from evoforge.evolution.diff import (apply_diff, apply_reply, extract_rewrite, fenced_code, parse_blocks)
 
 CODE = """import math
 # EVOLVE-BLOCK-START

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from evolution.hashing import (cache_key, canonical_json, canonicalize, code_hash, exact_form,
+from evoforge.evolution.hashing import (cache_key, canonical_json, canonicalize, code_hash, exact_form,
                                functional_hash, normalize_code, run_hash)
 
 PROGRAM = '''"""Module docstring."""

@@ -1,4 +1,4 @@
-from evolution.meta import Outcome, build_meta_note
+from evoforge.evolution.meta import Outcome, build_meta_note
 
 
 def test_meta_note_summarises_improvements_and_failures():

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from evolution import sanitize
-from evolution.sanitize import Sanitizer, clean_child, servable, unstorable
-from evolution.step import Child
-from evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, Mutation
+from evoforge.evolution import sanitize
+from evoforge.evolution.sanitize import Sanitizer, clean_child, servable, unstorable
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, Mutation
 
 
 def strict_json(value) -> str:
@@ -191,9 +191,9 @@ def test_prompts_show_the_evaluator_artifacts_apart_from_the_captured_ones():
     """The namespace (evaluators/pipeline.py) reaches the prompt: both stderrs, told apart."""
     import random
 
-    from evolution.prompts import build_prompt
-    from evolution.step import Selection
-    from evolution.types import ProgramRef
+    from evoforge.evolution.prompts import build_prompt
+    from evoforge.evolution.step import Selection
+    from evoforge.evolution.types import ProgramRef
 
     parent = ProgramRef(id=1, code="x = 1\n", score=0.5, status=OK, island=0, generation=0,
                         artifacts={"stderr": "captured line",

@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from evolution.selection import (SelectionConfig, choose, fitness_weighted, select_inspirations,
+from evoforge.evolution.selection import (SelectionConfig, choose, fitness_weighted, select_inspirations,
                                  select_parent)
-from evolution.types import ProgramRef
+from evoforge.evolution.types import ProgramRef
 
 
 def elite(pid, score, island=0, code=None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from evolution.step import Proposal, Selection, island_of, propose
-from evolution.types import Mutation, ProgramRef
+from evoforge.evolution.step import Proposal, Selection, island_of, propose
+from evoforge.evolution.types import Mutation, ProgramRef
 
 
 def test_a_proposal_round_trips_through_json():

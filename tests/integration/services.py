@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EVOFORGE = [sys.executable, "-m", "api.cli"]
+EVOFORGE = [sys.executable, "-m", "evoforge.cli"]
 
 
 def unavailable(reason: str) -> None:
@@ -201,7 +201,7 @@ def _user_exists(name: str) -> bool:
 @pytest.fixture
 def pg_url(postgres_server):
     """A fresh database, migrated to head (plain postgresql:// spelling, as users write it)."""
-    from db.engine import upgrade
+    from evoforge.db.engine import upgrade
 
     url = postgres_server.createdb()
     upgrade(url)
@@ -255,7 +255,7 @@ def use_broker(url: str) -> None:
     connection would publish into nowhere."""
     from kombu import pools
 
-    from worker.celery_app import app
+    from evoforge.worker.celery_app import app
 
     app.conf.broker_url = url
     pools.reset()       # closes and forgets every producer/connection pool of this process

@@ -11,14 +11,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from db import model_stats
-from db.campaign_config import CampaignSpec
-from db.models import Campaign, Program
+from evoforge.db import model_stats
+from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
     evoforge_env, pg_url, postgres_server, redis_server, redis_url, start_worker, stop_process,
     tail, use_broker, wait_for)
 from tests.llm.bandit_server import BANDIT_MUTATOR, bandit_server, endpoints_toml, thirds
-from worker.campaign_service import create_campaign
+from evoforge.worker.campaign_service import create_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,8 +26,8 @@ EVALS = 91
 
 
 def test_two_celery_workers_shift_calls_away_from_a_failing_model(tmp_path, pg_url, redis_url):
-    from db.engine import session_factory
-    from worker.dispatch import enqueue_campaign
+    from evoforge.db.engine import session_factory
+    from evoforge.worker.dispatch import enqueue_campaign
 
     use_broker(redis_url)
     sessions = session_factory(pg_url)

@@ -13,8 +13,8 @@ import redis
 from kombu import Connection, Producer, Queue
 
 from tests.integration.services import redis_server, redis_url  # noqa: F401
-from worker.broker import TRANSPORT
-from worker.celery_app import make_app
+from evoforge.worker.broker import TRANSPORT
+from evoforge.worker.celery_app import make_app
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.models import Campaign, Program
+from evoforge.db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
     ROOT, evoforge_env, free_port, pg_url, postgres_server, redis_server, redis_url, use_broker,
     start_evoforge, start_worker, stop_process, tail, wait_for, wait_port)
-from worker.campaign_service import create_campaign
-from db.campaign_config import CampaignSpec
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.db.campaign_config import CampaignSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ HEARTBEAT_S = 1
 
 class Cluster:
     def __init__(self, tmp: Path, db_url: str, broker_url: str):
-        from db.engine import session_factory
+        from evoforge.db.engine import session_factory
 
         use_broker(broker_url)  # this process only sends messages
         self.tmp, self.db_url, self.broker_url = tmp, db_url, broker_url
@@ -101,7 +101,7 @@ def cluster(tmp_path, pg_url, redis_url):
 
 
 def _campaign(cluster: Cluster, *, evals: int, parallel: int, **extra) -> int:
-    from worker.dispatch import enqueue_campaign
+    from evoforge.worker.dispatch import enqueue_campaign
 
     spec = CampaignSpec(task="circle_packing", params={"n": 26}, seed=0, parallel=parallel,
                         budget={"max_evaluations": evals}, **extra)

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from db.models import Campaign, Program
+from evoforge.db.models import Campaign, Program
 from tests.integration.services import (  # noqa: F401
     evoforge_env, redis_server, redis_url, start_worker, stop_process, tail, use_broker, wait_for)
-from worker.schedule import due, tick
+from evoforge.worker.schedule import due, tick
 
 UTC = timezone.utc
 
@@ -49,10 +49,10 @@ def test_seconds_field_cron():
 
 @pytest.mark.integration
 def test_schedule_slices_run_on_the_same_archive(tmp_path, redis_url):
-    from db.engine import session_factory, upgrade
-    from worker.campaign_service import create_campaign
-    from worker.dispatch import enqueue_campaign
-    from db.campaign_config import CampaignSpec
+    from evoforge.db.engine import session_factory, upgrade
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.worker.dispatch import enqueue_campaign
+    from evoforge.db.campaign_config import CampaignSpec
 
     db_url = f"sqlite:///{tmp_path / 'sched.db'}"
     upgrade(db_url)

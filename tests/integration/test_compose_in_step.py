@@ -14,7 +14,7 @@ import click
 import pytest
 import yaml
 
-from api.cli import main
+from evoforge.cli.main import main
 from tests.integration.services import EVOFORGE, ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -65,8 +65,8 @@ def test_subcommands_help_runs_as_a_process():
 
 
 def test_environment_matches_what_the_code_reads():
-    from db.engine import ENV_URL
-    from worker.celery_app import BROKER_ENV, VISIBILITY_ENV
+    from evoforge.db.engine import ENV_URL
+    from evoforge.worker.celery_app import BROKER_ENV, VISIBILITY_ENV
 
     read = _env_names_read_by_code()
     assert {ENV_URL, BROKER_ENV, VISIBILITY_ENV} <= read
@@ -82,7 +82,7 @@ def test_environment_matches_what_the_code_reads():
 
 
 def test_every_queue_is_consumed_and_gpu_is_a_profile():
-    from worker.celery_app import QUEUES
+    from evoforge.worker.celery_app import QUEUES
 
     consumed: dict[str, str] = {}
     for name, svc in EVOFORGE_SERVICES.items():

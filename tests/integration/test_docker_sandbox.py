@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT
+from evoforge.sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def engine_url():
 
 @pytest.fixture(scope="module")
 def sandbox(engine_url):
-    from sandbox.docker import DockerSandbox, SandboxUnavailable
+    from evoforge.sandbox.docker import DockerSandbox, SandboxUnavailable
 
     sb = DockerSandbox(base_url=engine_url)
     try:
@@ -205,7 +205,7 @@ def test_pids_limit_stops_fork_bomb(sandbox):
 
 
 def test_missing_image_and_unreachable_engine_are_clear(engine_url, tmp_path):
-    from sandbox.docker import DockerSandbox, SandboxUnavailable
+    from evoforge.sandbox.docker import DockerSandbox, SandboxUnavailable
 
     sb = DockerSandbox(image="evoforge-no-such-image:latest", base_url=engine_url)
     with pytest.raises(SandboxUnavailable, match="setup_podman.sh|docker build"):
@@ -219,7 +219,7 @@ def test_missing_image_and_unreachable_engine_are_clear(engine_url, tmp_path):
 def test_image_per_task(sandbox):
     bound = sandbox.for_task("matmul")
     assert bound.image == sandbox.image
-    from sandbox.docker import DockerSandbox
+    from evoforge.sandbox.docker import DockerSandbox
 
     mapped = DockerSandbox(images_per_task={"matmul": "evoforge-matmul:1"}, client=sandbox.client())
     assert mapped.for_task("matmul").image == "evoforge-matmul:1"
@@ -246,7 +246,7 @@ def test_container_overhead(sandbox, capsys):
 
 def test_gpu_request_is_honoured_or_refused_loudly(engine_url):
     """podman drops DeviceRequests: the sandbox must refuse instead of running without a GPU."""
-    from sandbox.docker import DockerSandbox, SandboxUnavailable
+    from evoforge.sandbox.docker import DockerSandbox, SandboxUnavailable
 
     sb = DockerSandbox(base_url=engine_url, gpu=True)
     code = "import os\ndef f():\n    return os.environ['EVOFORGE_DEVICE']\n"

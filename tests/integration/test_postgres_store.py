@@ -11,12 +11,12 @@ import threading
 import pytest
 from sqlalchemy import func, inspect, select
 
-from db.models import Campaign, EliteCell, Program
-from evolution.step import Child
-from evolution.types import OK, EvalResult, Mutation
+from evoforge.db.models import Campaign, EliteCell, Program
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import OK, EvalResult, Mutation
 from tests.integration.services import EVOFORGE, ROOT, pg_url, postgres_server  # noqa: F401
-from worker.campaign_service import create_campaign
-from db.campaign_config import CampaignSpec
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.db.campaign_config import CampaignSpec
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +37,16 @@ def test_db_upgrade_cli_on_postgres(postgres_server):
     out = subprocess.run(EVOFORGE + ["db", "upgrade", "--db", url], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    from db.engine import get_engine
+    from evoforge.db.engine import get_engine
 
     names = set(inspect(get_engine(url)).get_table_names())
     assert {"campaign", "program", "evaluation", "elite_cell", "eval_cache", "api_key"} <= names
 
 
 def test_campaign_on_postgres_is_exact(pg_url, fork_sandbox):
-    from db.engine import session_factory
-    from db.store import CampaignStore
-    from worker.embedded import EmbeddedExecutor
+    from evoforge.db.engine import session_factory
+    from evoforge.db.store import CampaignStore
+    from evoforge.worker.embedded import EmbeddedExecutor
 
     sessions = session_factory(pg_url)
     spec = CampaignSpec(task="circle_packing", seed=3, parallel=3, budget={"max_evaluations": 30},
@@ -73,8 +73,8 @@ def test_campaign_on_postgres_is_exact(pg_url, fork_sandbox):
 def test_concurrent_offers_to_one_new_cell_keep_the_best(pg_url):
     """Threads race to create the same empty cell: the best score must win every time (a plain
     UPDATE-then-INSERT-IGNORE loses it when both UPDATEs find no row)."""
-    from db.engine import session_factory
-    from db.store import offer
+    from evoforge.db.engine import session_factory
+    from evoforge.db.store import offer
 
     sessions = session_factory(pg_url)
     cid = _campaign(sessions)
@@ -112,8 +112,8 @@ def test_concurrent_offers_to_one_new_cell_keep_the_best(pg_url):
 
 
 def _commit_worker(url: str, cid: int, iterations: list[int], scores: list[float], barrier) -> None:
-    from db.engine import session_factory
-    from db.store import CampaignStore
+    from evoforge.db.engine import session_factory
+    from evoforge.db.store import CampaignStore
 
     store = CampaignStore(session_factory(url), cid)
     barrier.wait(30)
@@ -124,7 +124,7 @@ def _commit_worker(url: str, cid: int, iterations: list[int], scores: list[float
 def test_concurrent_commits_from_processes_are_exact(pg_url):
     """Four processes commit 120 iterations into the same cells (each iteration twice, as a
     redelivered task would): counters count each iteration once, and the best elite survives."""
-    from db.engine import session_factory
+    from evoforge.db.engine import session_factory
 
     sessions = session_factory(pg_url)
     cid = _campaign(sessions, archive={"islands": 2, "migration_interval": 0})

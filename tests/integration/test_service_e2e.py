@@ -19,7 +19,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from db.models import Campaign, Program, WorkerLease
+from evoforge.db.models import Campaign, Program, WorkerLease
 from tests.integration.services import (  # noqa: F401
     EVOFORGE, ROOT, evoforge_env, free_port, postgres_server, redis_server, redis_url,
     start_evoforge, stop_process, tail, wait_for, wait_port)
@@ -42,7 +42,7 @@ def test_campaign_survives_a_killed_worker_with_default_settings(tmp_path, postg
                                                                  redis_url):
     import httpx
 
-    from db.engine import session_factory
+    from evoforge.db.engine import session_factory
 
     db_url = postgres_server.createdb()
     env = evoforge_env(db_url, redis_url)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from evolution.step import Selection
-from evolution.types import OK, ProgramRef
+from evoforge.evolution.step import Selection
+from evoforge.evolution.types import OK, ProgramRef
 from tests.llm.fake_openai import FakeOpenAI
 
 PROGRAM = '''import math

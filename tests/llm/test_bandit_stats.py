@@ -5,7 +5,7 @@ import math
 import random
 from collections import Counter
 
-from evolution.ensemble import ArmStats, Ensemble, improvement_of
+from evoforge.evolution.ensemble import ArmStats, Ensemble, improvement_of
 
 
 def test_an_outcome_is_an_increment():

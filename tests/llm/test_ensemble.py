@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from evolution.ensemble import (Ensemble, ModelSpec, Price, PriceTable, parse_model_spec,
+from evoforge.evolution.ensemble import (Ensemble, ModelSpec, Price, PriceTable, parse_model_spec,
                                 parse_model_specs)
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.llm.fake_openai import Raw, Reply, Stall, Status, Trickle
-from worker.llm_client import (MalformedLLMReply, OpenAIClient, PermanentLLMError,
+from evoforge.worker.llm_client import (MalformedLLMReply, OpenAIClient, PermanentLLMError,
                                TransientLLMError, resolve_api_key)
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]

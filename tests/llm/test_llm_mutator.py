@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from evolution.ensemble import Ensemble, Price, PriceTable
-from evolution.llm_mutator import Completion, IdeaConfig, LLMMutator, parse_review_score
-from evolution.program import region_texts
-from evolution.types import ERROR
+from evoforge.evolution.ensemble import Ensemble, Price, PriceTable
+from evoforge.evolution.llm_mutator import Completion, IdeaConfig, LLMMutator, parse_review_score
+from evoforge.evolution.program import region_texts
+from evoforge.evolution.types import ERROR
 from tests.llm.conftest import PROGRAM, program, selection
 from tests.llm.fake_openai import Raw, Reply, Status, diff_reply
-from worker.llm_client import OpenAIClient
+from evoforge.worker.llm_client import OpenAIClient
 
 CTX = "Return n numbers; a larger spread scores higher."
 KEY = "sk-mutator-SECRET-abcdef0123456789"
@@ -262,7 +262,7 @@ def test_perturb_stand_in_changes_one_number_inside_the_evolve_block(perturb_ser
 
 
 def test_build_llm_mutator_for_the_cli(fake):
-    from worker.llm_client import build_llm_mutator
+    from evoforge.worker.llm_client import build_llm_mutator
 
     fake.default = Reply(GOOD)
     mut = build_llm_mutator(fake.base_url, ["fake-a:2", "fake-b:1"], CTX, temperature=0.1,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import random
 import re
 
-from evolution import prompts
-from evolution.types import ERROR, OK
+from evoforge.evolution import prompts
+from evoforge.evolution.types import ERROR, OK
 from tests.llm.conftest import PROGRAM, program, selection
 
 CTX = "Pack 26 circles in a unit square to maximise the sum of radii."

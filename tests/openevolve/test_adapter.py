@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.base import get_task
-from evaluators.openevolve import TASK, fitness, load_problem
-from evaluators.pipeline import CascadeEvaluator
+from evoforge.evaluators.base import get_task
+from evoforge.evaluators.openevolve import TASK, fitness, load_problem
+from evoforge.evaluators.pipeline import CascadeEvaluator
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def stand_in_llm():
 def test_cli_openevolve_json_against_stand_in(stand_in_llm, tmp_path):
     d = FIX / "dict_problem"
     evoforge = Path(sys.executable).with_name("evoforge")
-    cmd = [str(evoforge) if evoforge.exists() else sys.executable, *([] if evoforge.exists() else ["-m", "api.cli"]),
+    cmd = [str(evoforge) if evoforge.exists() else sys.executable, *([] if evoforge.exists() else ["-m", "evoforge.cli"]),
            "openevolve", str(d / "initial_program.py"), str(d / "evaluator.py"),
            "--config", str(d / "config.yaml"), "--iterations", "8", "--parallel", "2",
            "--db", f"sqlite:///{tmp_path / 'oe.db'}", "--llm-base-url", stand_in_llm, "--json"]

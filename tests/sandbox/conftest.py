@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from sandbox._common import UID_BASE, UID_COUNT
+from evoforge.sandbox._common import UID_BASE, UID_COUNT
 
 
 def sandbox_processes() -> list[tuple[int, int]]:
@@ -31,7 +31,7 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes need
 def fork_sandbox():
     if os.geteuid() != 0:
         pytest.skip("the fork-server sandbox needs root")
-    from sandbox.forkserver import ForkServerSandbox
+    from evoforge.sandbox.forkserver import ForkServerSandbox
 
     sb = ForkServerSandbox().start()
     yield sb

@@ -6,10 +6,10 @@ import signal
 
 import numpy as np
 
-from sandbox._common import Limits, build_result
-from sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT
-from sandbox.docker import _result
-from sandbox.harness import encode_outputs
+from evoforge.sandbox._common import Limits, build_result
+from evoforge.sandbox.base import ERROR, KILLED, MEMORY, OK, TIMEOUT
+from evoforge.sandbox.docker import _result
+from evoforge.sandbox.harness import encode_outputs
 
 LIMITS = Limits.make(2.0, 128)
 

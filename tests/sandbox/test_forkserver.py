@@ -92,7 +92,7 @@ def test_error_carries_traceback_tail(fork_sandbox):
 
 
 def test_server_restarts_after_it_dies():
-    from sandbox.forkserver import ForkServerSandbox
+    from evoforge.sandbox.forkserver import ForkServerSandbox
 
     with ForkServerSandbox() as sb:
         assert_still_works(sb)
@@ -104,9 +104,9 @@ def test_server_restarts_after_it_dies():
 
 
 def test_factory_kinds():
-    from sandbox import make_sandbox
-    from sandbox.forkserver import ForkServerSandbox
-    from sandbox.subprocess_runner import SubprocessSandbox
+    from evoforge.sandbox import make_sandbox
+    from evoforge.sandbox.forkserver import ForkServerSandbox
+    from evoforge.sandbox.subprocess_runner import SubprocessSandbox
 
     assert isinstance(make_sandbox(), ForkServerSandbox)
     assert isinstance(make_sandbox("subprocess", use_bwrap=False), SubprocessSandbox)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sandbox import harness
-from sandbox.harness import OutputError, decode_outputs, encode_outputs
+from evoforge.sandbox import harness
+from evoforge.sandbox.harness import OutputError, decode_outputs, encode_outputs
 
 
 def roundtrip(values):
@@ -128,7 +128,7 @@ def test_cli(tmp_path):
 def test_driver_travels_compiled_and_falls_back_to_its_source():
     import json
 
-    from sandbox._common import compiled_driver, encode_request
+    from evoforge.sandbox._common import compiled_driver, encode_request
 
     source = "def drive(module, inputs, seed):\n    return ['from source']\n"
     other = compiled_driver("def drive(module, inputs, seed):\n    return ['from code']\n")

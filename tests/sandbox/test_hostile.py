@@ -23,7 +23,7 @@ def runner(request, fork_sandbox):
     if request.param == "fork":
         yield "fork", fork_sandbox
         return
-    from sandbox.subprocess_runner import SubprocessSandbox
+    from evoforge.sandbox.subprocess_runner import SubprocessSandbox
 
     if request.param == "bwrap" and not shutil.which("bwrap"):
         pytest.skip("bubblewrap not installed")
@@ -331,8 +331,8 @@ def f():
 
 
 def test_environment_and_proc_secrets(monkeypatch):
-    from sandbox.forkserver import ForkServerSandbox
-    from sandbox.subprocess_runner import SubprocessSandbox
+    from evoforge.sandbox.forkserver import ForkServerSandbox
+    from evoforge.sandbox.subprocess_runner import SubprocessSandbox
 
     for key in ("EVOFORGE_LLM_API_KEY", "OPENAI_API_KEY", "EVOFORGE_DATABASE_URL"):
         monkeypatch.setenv(key, SECRET if key != "EVOFORGE_DATABASE_URL"

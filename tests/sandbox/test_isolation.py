@@ -75,7 +75,7 @@ def test_concurrent_runs_are_isolated_from_each_other(fork_sandbox):
     # own channels (0-3) open: none of the server's fds for the other run leak into a child.
     assert a["uid"] != b["uid"] and a["uid"] >= 60000 and b["uid"] >= 60000
     # Only its own file in its scratch (plus the mount point of a checkout/venv living under /tmp).
-    from sandbox._common import python_dirs
+    from evoforge.sandbox._common import python_dirs
 
     python_under_tmp = {d.split("/")[2] for d in python_dirs() if d.startswith("/tmp/")}
     assert [f for f in a["tmp"] if f not in python_under_tmp] == ["mine-listen"]
@@ -119,7 +119,7 @@ def test_rlimits_as_the_candidate_sees_them(fork_sandbox):
 
 
 def test_environment_is_exactly_the_clean_one(fork_sandbox):
-    from sandbox._common import CLEAN_ENV
+    from evoforge.sandbox._common import CLEAN_ENV
 
     r = fork_sandbox.run("import os\ndef f():\n    return dict(os.environ)\n", "f", [{}])
     assert r.status == "ok", r
@@ -154,7 +154,7 @@ def test_running_candidate_dies_with_the_server():
     import os
     import signal
 
-    from sandbox.forkserver import ForkServerSandbox
+    from evoforge.sandbox.forkserver import ForkServerSandbox
 
     with ForkServerSandbox() as sb:
         sb.start()

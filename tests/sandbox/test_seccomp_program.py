@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from sandbox import _linux as L
+from evoforge.sandbox import _linux as L
 
 ALLOW, KILL = 0x7FFF0000, 0x80000000
 EPERM, ENOSYS = 0x00050000 | 1, 0x00050000 | 38

@@ -159,7 +159,7 @@ def serve_process(tmp_path):
         full_env["EVOFORGE_HOME"] = str(tmp_path / "home")
         full_env.update(env or {})
         log = tmp_path / f"serve-{port}.log"
-        cmd = [sys.executable, "-m", "api.cli", "serve", "--host", host, "--port", str(port),
+        cmd = [sys.executable, "-m", "evoforge.cli", "serve", "--host", host, "--port", str(port),
                "--db", db_url, "--log-level", "warning", *args]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log.open("wb"),
                                 stderr=subprocess.STDOUT)

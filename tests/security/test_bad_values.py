@@ -147,7 +147,7 @@ def test_nan_metric_and_nul_reply_do_not_fail_a_postgres_campaign(pg_url, listen
     program, evaluator = _openevolve_problem(tmp_path, EVALUATOR)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOFORGE_", "OPENAI_"))}
     env["EVOFORGE_HOME"] = str(tmp_path / "home")
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "openevolve", str(program), str(evaluator),
+    proc = subprocess.run([sys.executable, "-m", "evoforge.cli", "openevolve", str(program), str(evaluator),
                            "--iterations", "3", "--db", pg_url, "--llm-base-url", listener.url,
                            "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -183,7 +183,7 @@ class Unstorable:  # a value no cleaning anticipates, which the JSON encoder rej
 def test_a_database_refusal_is_one_failed_evaluation(tmp_path):
     """Should the database refuse a row despite the cleaning, that iteration is stored as a
     failed evaluation saying why, and the next one goes on (no exception reaches the runner)."""
-    from db.engine import upgrade
+    from evoforge.db.engine import upgrade
 
     url = f"sqlite:///{tmp_path / 'refuse.db'}"
     upgrade(url)
@@ -198,13 +198,13 @@ def test_a_postgres_data_error_is_one_failed_evaluation(pg_url):
 
 
 def _refusal_is_one_failed_evaluation(url: str, bad_metrics: dict) -> None:
-    from db.engine import session_factory
-    from db.models import Campaign
-    from db.store import CampaignStore
-    from evolution.step import Child
-    from evolution.types import OK, EvalResult, Mutation
-    from worker.campaign_service import create_campaign
-    from db.campaign_config import CampaignSpec
+    from evoforge.db.engine import session_factory
+    from evoforge.db.models import Campaign
+    from evoforge.db.store import CampaignStore
+    from evoforge.evolution.step import Child
+    from evoforge.evolution.types import OK, EvalResult, Mutation
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.db.campaign_config import CampaignSpec
 
     sessions = session_factory(url)
     cid = create_campaign(sessions, CampaignSpec(task="circle_packing")).id
@@ -217,7 +217,7 @@ def _refusal_is_one_failed_evaluation(url: str, bad_metrics: dict) -> None:
     assert committed.result.status == OK and committed.result.artifacts["sanitized"] == \
         ["extra.odd: NaN -> null"]
 
-    import db.store as store_module
+    import evoforge.db.store as store_module
 
     real = store_module.clean_child
     store_module.clean_child = lambda c: c  # what the database sees if cleaning missed a value

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from db import apikeys
-from db.engine import session_factory, upgrade
+from evoforge.db import apikeys
+from evoforge.db.engine import session_factory, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = (ROOT / "examples/circle_packing/seed.py").read_text()
@@ -50,7 +50,7 @@ ALPHA_PARAMS = {"data": "synthetic", "synth_dates": 400, "synth_assets": 20, "sy
 
 
 def _alpha_seed() -> str:
-    from evaluators.alpha_factors.task import SEED_PROGRAM
+    from evoforge.evaluators.alpha_factors.task import SEED_PROGRAM
     return SEED_PROGRAM
 
 
@@ -94,7 +94,7 @@ def test_docstring_variants_get_their_own_scores_over_rest(server):
 
 def _cli(*args: str, home: Path) -> dict:
     env = {"EVOFORGE_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "api.cli", *args, "--json"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "evoforge.cli", *args, "--json"], cwd=ROOT, env=env,
                        capture_output=True, timeout=300)
     assert p.returncode == 0, p.stderr.decode()
     return json.loads(p.stdout.decode().strip().splitlines()[-1])
@@ -203,8 +203,8 @@ def test_shared_cache_is_an_operator_opt_in_without_source_ids(server, monkeypat
 
 
 def test_shared_cache_never_covers_uploaded_or_plugin_evaluators(monkeypatch):
-    from evaluators.base import get_task
-    from worker.cache_policy import shares_cache
+    from evoforge.evaluators.base import get_task
+    from evoforge.worker.cache_policy import shares_cache
 
     circle = get_task("circle_packing")
     monkeypatch.delenv("EVOFORGE_SHARED_CACHE", raising=False)

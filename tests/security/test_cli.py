@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EVOFORGE = [sys.executable, "-m", "api.cli"]
+EVOFORGE = [sys.executable, "-m", "evoforge.cli"]
 SEED = (ROOT / "examples/circle_packing/seed.py").read_text()
 
 OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"          # writes "rm -rf ~" into the clipboard

@@ -130,7 +130,7 @@ def test_wildcard_bind_serves_any_host_unless_named(serve_process):
 
 
 def test_host_and_origin_parsing():
-    from api.guards import host_names, origin_of, split_host
+    from evoforge.api.guards import host_names, origin_of, split_host
 
     assert split_host("Example.COM.:8000") == ("example.com", 8000)
     assert split_host("[::1]:80") == ("::1", 80)
@@ -236,8 +236,8 @@ def _post_stream(port: int, path: str, total: int, *, chunked: bool, key: str | 
 
 @pytest.mark.slow
 def test_huge_bodies_are_413_while_read_and_cost_no_memory(serve_process):
-    from db.apikeys import create_key
-    from db.engine import session_factory
+    from evoforge.db.apikeys import create_key
+    from evoforge.db.engine import session_factory
 
     sp = serve_process()
     with httpx.Client(base_url=sp.url + "/api/v1", timeout=30) as c:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db.apikeys import create_key
-from db.models import Campaign, Program
+from evoforge.db.apikeys import create_key
+from evoforge.db.models import Campaign, Program
 from tests.api.conftest import wait_for
 from tests.integration.services import pg_url, postgres_server  # noqa: F401
 
@@ -280,7 +280,7 @@ def test_deleting_running_campaigns_does_not_block_the_server(live_server, monke
 @pytest.mark.integration
 def test_concurrent_creates_on_postgresql_across_two_api_processes(pg_url, serve_process):
     """Two `evoforge serve` processes on one PostgreSQL: the advisory lock holds across them."""
-    from db.engine import session_factory
+    from evoforge.db.engine import session_factory
 
     env = {"EVOFORGE_QUOTA_RUNNING_CAMPAIGNS": "1", "EVOFORGE_BROKER_URL": ""}
     servers = [serve_process(db_url=pg_url, env=env) for _ in range(2)]

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from db import apikeys
-from db.engine import session_factory
+from evoforge.db import apikeys
+from evoforge.db.engine import session_factory
 from tests.security.conftest import ROOT, wait_for
 
 SERVER_KEY = "sk-server-secret-0123456789"      # EVOFORGE_LLM_API_KEY
@@ -230,7 +230,7 @@ def test_operator_endpoint_redirect_is_not_followed(service, listener_factory, e
 
 
 def test_redirect_is_a_clear_permanent_error(listener_factory):
-    from worker.llm_client import OpenAIClient, PermanentLLMError
+    from evoforge.worker.llm_client import OpenAIClient, PermanentLLMError
 
     first, second = listener_factory(), listener_factory()
     first.status, first.location = 302, second.url + "/chat/completions"
@@ -246,9 +246,9 @@ def test_redirect_is_a_clear_permanent_error(listener_factory):
 
 
 def _stored_mutator(url: str, sessions=None, **runtime):
-    from evaluators.base import get_task, parse_params
-    from worker.llm import make_llm_mutator
-    from db.campaign_config import CampaignSpec
+    from evoforge.evaluators.base import get_task, parse_params
+    from evoforge.worker.llm import make_llm_mutator
+    from evoforge.db.campaign_config import CampaignSpec
 
     spec = CampaignSpec.model_validate(body({"base_url": url, "models": [{"name": "m"}]}))
     task = get_task("circle_packing")
@@ -272,7 +272,7 @@ def test_stored_base_url_gets_no_key_in_a_worker(env, endpoints, listener):
 def test_stored_internal_url_is_refused_at_connect_time(env, listener, host):
     """A stored URL that slipped past the create-time check (an older row, DNS that changed
     since) is checked again on the address actually connected to."""
-    from worker.llm_client import PermanentLLMError
+    from evoforge.worker.llm_client import PermanentLLMError
 
     client = _stored_mutator(f"http://{host}:{listener.port}/v1")
     with pytest.raises(PermanentLLMError, match="address policy"):
@@ -284,7 +284,7 @@ def test_dns_answer_is_checked_when_connecting(monkeypatch, listener):
     """Rebinding: a name that was public when checked and is loopback when connected to."""
     import socket
 
-    from worker.endpoints import AddressPolicy, BlockedAddress, GuardedBackend
+    from evoforge.worker.endpoints import AddressPolicy, BlockedAddress, GuardedBackend
 
     real = socket.getaddrinfo
     answers = iter(["93.184.215.14", "127.0.0.1"])
@@ -295,7 +295,7 @@ def test_dns_answer_is_checked_when_connecting(monkeypatch, listener):
         return real(host, *a, **kw)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    from worker.endpoints import check_caller_url
+    from evoforge.worker.endpoints import check_caller_url
     check_caller_url(f"http://rebind.example:{listener.port}/v1", AddressPolicy())  # public now
     with pytest.raises(BlockedAddress, match="loopback"):
         GuardedBackend(AddressPolicy()).connect_tcp("rebind.example", listener.port, 2.0)
@@ -308,7 +308,7 @@ def test_dns_answer_is_checked_when_connecting(monkeypatch, listener):
 def test_cli_run_sends_the_users_key_to_the_users_url(tmp_path, listener):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EVOFORGE_HOME": str(tmp_path / "h"),
            "EVOFORGE_LLM_API_KEY": SERVER_KEY}
-    out = subprocess.run([sys.executable, "-m", "api.cli", "run", "circle_packing", "--param", "n=5",
+    out = subprocess.run([sys.executable, "-m", "evoforge.cli", "run", "circle_packing", "--param", "n=5",
                           "--iterations", "2", "--json", "--db", f"sqlite:///{tmp_path / 'cli.db'}",
                           "--llm-base-url", listener.url, "--model", "m"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -329,7 +329,7 @@ def test_cli_run_sends_the_users_key_to_the_users_url(tmp_path, listener):
 def test_address_policy_refuses_internal_addresses(addr):
     import ipaddress
 
-    from worker.endpoints import AddressPolicy
+    from evoforge.worker.endpoints import AddressPolicy
 
     assert AddressPolicy().refusal(ipaddress.ip_address(addr)), addr
 
@@ -337,7 +337,7 @@ def test_address_policy_refuses_internal_addresses(addr):
 def test_address_policy_allows_public_and_opt_in_private():
     import ipaddress
 
-    from worker.endpoints import AddressPolicy
+    from evoforge.worker.endpoints import AddressPolicy
 
     ip = ipaddress.ip_address
     assert AddressPolicy().refusal(ip("93.184.215.14")) is None
@@ -349,7 +349,7 @@ def test_address_policy_allows_public_and_opt_in_private():
 
 
 def test_endpoint_key_comes_from_the_named_file(tmp_path, env):
-    from worker.endpoints import EndpointError, load_endpoints, read_key
+    from evoforge.worker.endpoints import EndpointError, load_endpoints, read_key
 
     (tmp_path / "key").write_text(TEAM_KEY + "\n")
     path = tmp_path / "e.toml"

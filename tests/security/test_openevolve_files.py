@@ -94,7 +94,7 @@ evaluator:
 def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOFORGE_", "OPENAI_"))}
     env.update(EVOFORGE_HOME=str(home), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "evoforge.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -191,8 +191,8 @@ def test_rest_refuses_secret_looking_files_in_params(live_server, name, text, wh
 def test_secret_rules_catch_keys_and_spare_ordinary_names():
     import yaml
 
-    from evaluators.openevolve.files import refusal
-    from evaluators.openevolve.redact import drop_secrets
+    from evoforge.evaluators.openevolve.files import refusal
+    from evoforge.evaluators.openevolve.redact import drop_secrets
 
     for name in ("credentials.json", "client_secret.json", "token.txt", "auth_tokens.csv",
                  "server.pem", "tls.key", "id_ed25519", "netrc", "my-api-key.txt", "config.yml",
@@ -223,7 +223,7 @@ loop: &loop [1]
 
 
 def test_include_exclude_and_limits(tmp_path):
-    from evaluators.openevolve.files import SHIP_FILE_BYTES, SHIP_MAX_FILES, ship_files
+    from evoforge.evaluators.openevolve.files import SHIP_FILE_BYTES, SHIP_MAX_FILES, ship_files
 
     ev = tmp_path / "evaluator.py"
     ev.write_text(EVALUATOR)

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from croniter import croniter
 
-from db.models import Campaign
+from evoforge.db.models import Campaign
 from tests.api.conftest import wait_for
 from tests.integration.services import redis_server, redis_url  # noqa: F401
-from worker.schedule import tick
+from evoforge.worker.schedule import tick
 
 UTC = timezone.utc
 YEARLY = "0 0 1 1 *"

@@ -163,7 +163,7 @@ def test_celery_path_keys_and_runner_scoped_cache(pg_url, redis_url, listener_fa
 
 
 def test_code_cache_key_names_the_runner_functional_key_does_not():
-    from evolution.hashing import cache_key
+    from evoforge.evolution.hashing import cache_key
 
     h = "ab" * 32
     assert cache_key("open", "code", h, "ForkServerSandbox") != cache_key("open", "code", h,

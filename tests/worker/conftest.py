@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from db.campaign_config import CampaignSpec
-from db.models import Campaign, Program, WorkerLease
-from worker import dispatch
-from worker.campaign_service import create_campaign
+from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.models import Campaign, Program, WorkerLease
+from evoforge.worker import dispatch
+from evoforge.worker.campaign_service import create_campaign
 
 
 class Sent(list):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from db.errors import CampaignNotFound
-from db.models import Campaign
-from evolution.step import Proposal
-from evolution.types import Mutation
+from evoforge.db.errors import CampaignNotFound
+from evoforge.db.models import Campaign
+from evoforge.evolution.step import Proposal
+from evoforge.evolution.types import Mutation
 from tests.worker.conftest import commit, new_campaign, state
-from worker import dispatch
+from evoforge.worker import dispatch
 
 
 def test_route_chooses_task_and_queue(sessions):

@@ -2,9 +2,9 @@
 from a bug included, fails the campaign with the error."""
 from __future__ import annotations
 
-from db.errors import campaign_not_found
+from evoforge.db.errors import campaign_not_found
 from tests.worker.conftest import new_campaign, state
-from worker import dispatch, tasks
+from evoforge.worker import celery_jobs as tasks, dispatch
 
 
 def _raise(exc):
@@ -27,7 +27,7 @@ def test_a_gone_campaign_is_dropped_and_a_key_error_fails_the_campaign(sessions,
 def test_a_half_runs_under_a_lease(sessions, monkeypatch):
     from sqlalchemy import select
 
-    from db.models import WorkerLease
+    from evoforge.db.models import WorkerLease
 
     monkeypatch.setattr(dispatch, "default_sessions", lambda: sessions)
 

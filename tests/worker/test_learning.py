@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from db import model_stats
-from db.campaign_config import CampaignSpec
-from db.models import Program
-from db.store import CampaignStore
-from evolution.ensemble import ArmStats
-from evolution.step import Child
-from evolution.types import OK, REJECTED, EvalResult, Mutation
+from evoforge.db import model_stats
+from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.models import Program
+from evoforge.db.store import CampaignStore
+from evoforge.evolution.ensemble import ArmStats
+from evoforge.evolution.step import Child
+from evoforge.evolution.types import OK, REJECTED, EvalResult, Mutation
 from tests.llm.bandit_server import BANDIT_MUTATOR, bandit_server, endpoints_toml, thirds
 from tests.worker.conftest import new_campaign
-from worker.campaign_service import create_campaign
-from worker.embedded import EmbeddedExecutor
+from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.embedded import EmbeddedExecutor
 
 
 def child(it: int, model: str, status: str, score: float | None, tokens: int = 100) -> Child:

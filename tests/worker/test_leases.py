@@ -6,8 +6,8 @@ import time
 
 from sqlalchemy import delete, select
 
-from db.models import WorkerLease
-from worker.leases import Heartbeat, leases_of
+from evoforge.db.models import WorkerLease
+from evoforge.worker.leases import Heartbeat, leases_of
 
 
 def rows(sessions) -> list[tuple[int, int, object]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from db.models import WorkerLease
+from evoforge.db.models import WorkerLease
 from tests.worker.conftest import commit, lease, new_campaign, state
-from worker import dispatch
+from evoforge.worker import dispatch
 
 STALE_AFTER_S, LEASE_STALE_S = 100.0, 10.0
 

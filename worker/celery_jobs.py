@@ -1,4 +1,5 @@
-"""Celery tasks: take ids, reload state from the database, run a half of the step, refill.
+"""Celery jobs: take ids, reload state from the database, run a half of the step, refill.
+(Celery calls them tasks; in EvoForge a "task" is a problem, `evaluators.base.Task`.)
 
 Each task holds a worker lease on its (campaign, iteration) while it runs (worker/leases.py), so
 a killed worker's iterations are re-sent within about $EVOFORGE_LEASE_STALE_S seconds by the
@@ -18,11 +19,11 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from db.campaign_rows import set_status
-from db.errors import CampaignNotFound
-from worker import dispatch, iteration
-from worker.celery_app import app
-from worker.leases import HEARTBEAT
+from evoforge.db.campaign_rows import set_status
+from evoforge.db.errors import CampaignNotFound
+from evoforge.worker import dispatch, iteration
+from evoforge.worker.celery_app import app
+from evoforge.worker.leases import HEARTBEAT
 
 log = logging.getLogger(__name__)
 
