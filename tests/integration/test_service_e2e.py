@@ -92,11 +92,19 @@ def test_campaign_survives_a_killed_worker_with_default_settings(tmp_path, postg
                                                     .where(WorkerLease.campaign_id == cid))
                         if wid.split(":")[1] == str(pid) and it not in done}
 
-        # Part-way, kill a worker that is running an iteration right now.
+        # Part-way, kill a worker that is running an iteration right now. It is frozen first
+        # (SIGSTOP) and its lease checked again, so it cannot commit between the check and
+        # the kill; a worker that finished meanwhile is thawed and another moment is awaited.
         def victim() -> str | None:
             if state().evaluations < KILL_AFTER:
                 return None
-            return next((n for n in ("w1", "w2") if leased_by(procs[n].pid)), None)
+            for n in ("w1", "w2"):
+                if leased_by(procs[n].pid):
+                    os.killpg(procs[n].pid, signal.SIGSTOP)
+                    if leased_by(procs[n].pid):
+                        return n
+                    os.killpg(procs[n].pid, signal.SIGCONT)
+            return None
 
         name = wait_for(victim, 120, interval_s=0.05, what=f"{KILL_AFTER} evaluations and a "
                         "worker holding a lease")
