@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from evoforge.cli.common import DB_HELP, InputError, emit_json, number, open_sessions, parse_params, read_input
+from evoforge.cli.common import (DB_HELP, InputError, emit_json, number, open_sessions,
+                                 parse_params, read_input)
 from evoforge.cli.term import safe
 
 

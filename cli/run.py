@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from evoforge.cli.common import (DB_HELP, emit_json, number, open_sessions, parse_params, read_input,
-                        resume_gc, start_up)
+                                 resume_gc, start_up)
 from evoforge.cli.term import safe
 
 

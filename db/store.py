@@ -40,7 +40,8 @@ from evoforge.evolution.novelty import MinHasher
 from evoforge.evolution.sanitize import Sanitizer, clean_child, unstorable
 from evoforge.evolution.selection import SelectionConfig, choose
 from evoforge.evolution.step import CACHE_MISS, Child, Committed, Selection
-from evoforge.evolution.types import ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim, ProgramRef
+from evoforge.evolution.types import (ERROR, INVALID, OK, REJECTED, EvalResult, FeatureDim,
+                                      ProgramRef)
 
 log = logging.getLogger(__name__)
 CACHEABLE = (OK, INVALID, ERROR)  # deterministic outcomes; timeouts and kills may be flukes

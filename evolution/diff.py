@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from evoforge.evolution.program import (evolvable_regions, fixed_segments, outside_edit_reason,
-                               replace_regions, syntax_check)
+                                        replace_regions, syntax_check)
 
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")

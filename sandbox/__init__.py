@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from evoforge.sandbox.base import (ERROR, KILLED, MEMORY, OK, RUN_STATUSES, TIMEOUT, RunResult,
-                          Sandbox, SandboxUnavailable)
+                                   Sandbox, SandboxUnavailable)
 
 __all__ = ["make_sandbox", "RunResult", "Sandbox", "SandboxUnavailable", "OK", "ERROR",
            "TIMEOUT", "MEMORY", "KILLED", "RUN_STATUSES", "SCIPY_PRELOAD"]

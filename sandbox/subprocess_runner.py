@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from evoforge.sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                             build_result, encode_request, tail_text)
+                                      build_result, encode_request, tail_text)
 from evoforge.sandbox.base import RunResult, SandboxUnavailable
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.db.campaign_rows import (engine_of, has_extra_budget, missing_iterations, reserve_iteration,
-                              set_status, spent_budget)
+                                       set_status, spent_budget)
 from evoforge.db.errors import CampaignNotFound
 from evoforge.db.models import Campaign
 from evoforge.evolution.step import Committed

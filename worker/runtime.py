@@ -20,7 +20,7 @@ from evoforge.db.store import CampaignStore
 from evoforge.evaluators.base import FINGERPRINT_KEY, get_task, parse_params
 from evoforge.evaluators.pipeline import CascadeEvaluator
 from evoforge.evolution.step import (Committed, Evaluator, Mutator, Proposal, Selection, complete,
-                            island_of, propose)
+                                     island_of, propose)
 from evoforge.evolution.types import Mutation
 from evoforge.worker.cache_policy import runner_id, shares_cache
 

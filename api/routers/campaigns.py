@@ -12,7 +12,7 @@ from evoforge.api.caches import MISS, body_key
 from evoforge.api.errors import E401
 from evoforge.api.deps import Auth, CampaignId, Limit, Offset, State
 from evoforge.api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
-                         Page, ProgramSummaryPublic, ScheduleUpdate)
+                                  Page, ProgramSummaryPublic, ScheduleUpdate)
 from evoforge.api.services import NotFound
 from evoforge.api.services import project_campaigns as svc
 from evoforge.api.services import programs as programs_svc

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from evoforge.api.auth import Principal
 from evoforge.db.models import Project
 from evoforge.worker.campaign_service import SpecError
-from evoforge.worker.endpoints import EndpointError, EndpointsFile, check_mutator as _check, load_endpoints
+from evoforge.worker.endpoints import (EndpointError, EndpointsFile, check_mutator as _check,
+                                       load_endpoints)
 
 log = logging.getLogger("evoforge.api")
 

@@ -15,7 +15,8 @@ from evoforge.db.campaign_config import CampaignSpec, Schedule
 from evoforge.db.campaign_rows import FINAL, set_status
 from evoforge.db.models import Campaign
 from evoforge.worker import campaign_service as service
-from evoforge.worker.campaign_service import CampaignNotFound, SpecError, TransitionRefused, describe
+from evoforge.worker.campaign_service import (CampaignNotFound, SpecError, TransitionRefused,
+                                              describe)
 
 
 def scope_of(principal: Principal) -> service.Scope:

@@ -17,7 +17,7 @@ from typing import Any
 
 import evoforge
 from evoforge.sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                             build_result, encode_request)
+                                      build_result, encode_request)
 from evoforge.sandbox.base import ERROR, RunResult, SandboxUnavailable
 from evoforge.sandbox.forkserver.wire import ANSWER_HEADER, recv_all
 

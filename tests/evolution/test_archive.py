@@ -4,7 +4,7 @@ import random
 from hypothesis import given, strategies as st
 
 from evoforge.evolution.archive import (Archive, bin_index, cell_index, cell_key, code_size_feature,
-                               parse_cell_key)
+                                        parse_cell_key)
 from evoforge.evolution.types import FeatureDim
 
 DIMS = [FeatureDim("size", 0.0, 100.0, 10), FeatureDim("spread", 0.0, 1.0, 4)]

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from evoforge.evolution.hashing import (cache_key, canonical_json, canonicalize, code_hash, exact_form,
-                               functional_hash, normalize_code, run_hash)
+                                        functional_hash, normalize_code, run_hash)
 
 PROGRAM = '''"""Module docstring."""
 import numpy as np

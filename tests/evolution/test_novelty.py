@@ -1,6 +1,7 @@
 import numpy as np
 
-from evoforge.evolution.novelty import IslandNovelty, MinHasher, NoveltyIndex, jaccard, shingles, tokens
+from evoforge.evolution.novelty import (IslandNovelty, MinHasher, NoveltyIndex, jaccard, shingles,
+                                        tokens)
 
 BASE = '''import numpy as np
 

@@ -1,5 +1,6 @@
 from evoforge.evolution.program import (evolvable_regions, fixed_segments, has_evolve_blocks,
-                               outside_edit_reason, region_texts, replace_regions, syntax_check)
+                                        outside_edit_reason, region_texts, replace_regions,
+                                        syntax_check)
 
 CODE = """import numpy as np
 # EVOLVE-BLOCK-START

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from evoforge.evolution.selection import (SelectionConfig, choose, fitness_weighted, select_inspirations,
-                                 select_parent)
+                                          select_parent)
 from evoforge.evolution.types import ProgramRef
 
 

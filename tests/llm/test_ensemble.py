@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from evoforge.evolution.ensemble import (Ensemble, ModelSpec, Price, PriceTable, parse_model_spec,
-                                parse_model_specs)
+                                         parse_model_specs)
 
 
 class Clock:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.llm.fake_openai import Raw, Reply, Stall, Status, Trickle
 from evoforge.worker.llm_client import (MalformedLLMReply, OpenAIClient, PermanentLLMError,
-                               TransientLLMError, resolve_api_key)
+                                        TransientLLMError, resolve_api_key)
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 KEY = "sk-test-SECRET-0123456789abcdef"
