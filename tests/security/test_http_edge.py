@@ -183,6 +183,17 @@ def test_dashboard_pages_send_csp_and_friends(live_server):
 # -- request body limit -----------------------------------------------------------------------
 
 
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the end)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
 def _post_stream(port: int, path: str, total: int, *, chunked: bool, key: str | None = None
                  ) -> tuple[int, dict, int]:
     """POST `total` bytes as fast as the server takes them; stop sending once it answers.
@@ -218,12 +229,7 @@ def _post_stream(port: int, path: str, total: int, *, chunked: bool, key: str | 
     except (BrokenPipeError, ConnectionResetError):
         pass
     sock.setblocking(True)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
+    data = _read_all(sock)
     sock.close()
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line, "no answer from the server"
@@ -281,13 +287,7 @@ def test_max_body_option(serve_process):
 def _raw(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(request)
-        data = b""
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            pass
-        return data
+        return _read_all(s)
 
 
 def _metrics_size(srv) -> int:
