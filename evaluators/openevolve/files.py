@@ -45,8 +45,10 @@ SECRET_TEXT = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\bsk-[A-Za-z0-9_-]{16,}|\b(AKIA|ASIA)[0-9A-Z]{16}\b|"
     r"\bgh[pousr]_[A-Za-z0-9]{30,}|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bAIza[0-9A-Za-z_-]{35}\b")
 # In data files (not Python, where `token = tokenizer(...)` is ordinary code).
+# Unanchored, so no prefix before the key word: a `[\w.-]*` there would be retried from every
+# start position of a long word run (quadratic: days for a 1 MB data file).
 SECRET_ASSIGNMENT = re.compile(
-    r"""["']?[\w.-]*(api[_-]?key|secret|password|passwd|access[_-]?token|auth[_-]?token|"""
+    r"""(api[_-]?key|secret|password|passwd|access[_-]?token|auth[_-]?token|"""
     r"""authorization)["']?\s*[:=]\s*["']?[^\s"',}{\[\]]{4,}""", re.I)
 
 
@@ -74,10 +76,11 @@ def refusal(name: str, text: str | None = None) -> str | None:
 class Shipment:
     files: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)     # "name (reason)"
+    total_bytes: int = 0                                  # of `files`, encoded
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(len(t.encode()) for t in self.files.values())
+    def add(self, name: str, text: str) -> None:
+        self.files[name] = text
+        self.total_bytes += len(text.encode())
 
 
 def _matches(name: str, globs: Sequence[str]) -> bool:
@@ -92,7 +95,8 @@ def ship_files(evaluator: Path, evaluator_text: str, *, config: Path | None = No
     if why:
         raise ValueError(f"{evaluator.name}: {why}; it would be stored and readable by every "
                          "candidate")
-    out = Shipment(files={evaluator.name: evaluator_text})
+    out = Shipment()
+    out.add(evaluator.name, evaluator_text)
     directory = evaluator.parent
     config_id = _file_id(config) if config is not None else None
     evaluator_id = _file_id(evaluator)
@@ -148,7 +152,7 @@ def _skip_reason(path: Path, name: str, config_id, evaluator_id, include, exclud
     why = refusal(name, text)
     if why:
         return why
-    out.files[name] = text
+    out.add(name, text)
     return None
 
 
@@ -156,13 +160,17 @@ def check_files(files: dict[str, str], evaluator: str) -> None:
     """`params.files` as a caller sent it (REST): the same rules, refused with the reasons."""
     if len(files) > SHIP_MAX_FILES:
         raise ValueError(f"at most {SHIP_MAX_FILES} files")
+    bad = [f"{name!r} ({why})" for name in files if (why := refusal(name))]
+    if bad:  # names first, sizes next: content is scanned only within the limits
+        raise ValueError("never shipped into the sandbox: " + ", ".join(bad))
+    sizes = {n: len(t.encode()) for n, t in files.items()}
+    too_big = [n for n, size in sizes.items() if size > SHIP_FILE_BYTES]
+    if too_big:
+        raise ValueError(f"larger than {SHIP_FILE_BYTES >> 20} MiB: {', '.join(map(repr, too_big))}")
+    if sum(sizes.values()) > SHIP_TOTAL_BYTES:
+        raise ValueError(f"more than {SHIP_TOTAL_BYTES >> 20} MiB in all")
     bad = [f"{name!r} ({why})" for name, text in files.items() if (why := refusal(name, text))]
     if bad:
         raise ValueError("never shipped into the sandbox: " + ", ".join(bad))
-    too_big = [n for n, t in files.items() if len(t.encode()) > SHIP_FILE_BYTES]
-    if too_big:
-        raise ValueError(f"larger than {SHIP_FILE_BYTES >> 20} MiB: {', '.join(map(repr, too_big))}")
-    if sum(len(t.encode()) for t in files.values()) > SHIP_TOTAL_BYTES:
-        raise ValueError(f"more than {SHIP_TOTAL_BYTES >> 20} MiB in all")
     if files and evaluator not in files:
         raise ValueError(f"the evaluator {evaluator!r} is not one of the files")

@@ -188,6 +188,17 @@ def test_rest_refuses_secret_looking_files_in_params(live_server, name, text, wh
 
 # -- the rules themselves (pure functions) ----------------------------------------------------
 
+def test_a_large_data_file_is_checked_in_linear_time(live_server):
+    """A 1 MB run of word characters in a data file: the secret-content scan must not backtrack
+    quadratically (it took ~22 s for 20 KB, so days for 1 MB, holding the request)."""
+    srv = live_server(execute=False)
+    with srv.client() as c:
+        files = {**GOOD_FILES, "data.csv": "a" * 1_000_000}
+        r = c.post("/campaigns", json={**REST_BASE, "params": {"files": files}}, timeout=30)
+        assert r.status_code == 201, r.text
+
+
+
 def test_secret_rules_catch_keys_and_spare_ordinary_names():
     import yaml
 
