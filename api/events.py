@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any, AsyncIterator, Callable
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from evoforge.db.campaign_rows import FINAL
+from evoforge.worker.leases import env_positive
 
 log = logging.getLogger(__name__)
 MAX_STREAMS_ENV = "EVOFORGE_SSE_MAX_STREAMS"
@@ -33,18 +33,8 @@ MAX_TOTAL_ENV = "EVOFORGE_SSE_MAX_STREAMS_TOTAL"
 IDLE_ENV = "EVOFORGE_SSE_IDLE_S"
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        log.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-    return value if value > 0 else default
-
-
 def idle_timeout_s() -> float:
-    return _env_number(IDLE_ENV, 300.0)
+    return env_positive(IDLE_ENV, 300.0)
 
 
 class StreamSlots:
@@ -57,7 +47,7 @@ class StreamSlots:
 
     @classmethod
     def from_env(cls) -> "StreamSlots":
-        return cls(int(_env_number(MAX_STREAMS_ENV, 8)), int(_env_number(MAX_TOTAL_ENV, 256)))
+        return cls(int(env_positive(MAX_STREAMS_ENV, 8)), int(env_positive(MAX_TOTAL_ENV, 256)))
 
     def acquire(self, owner: str) -> str | None:
         """Take a slot; None when taken, else why not (the 429 message)."""
@@ -78,10 +68,6 @@ class StreamSlots:
                 self._open[owner] = left
             else:
                 self._open.pop(owner, None)
-
-    def count(self, owner: str) -> int:
-        with self._lock:
-            return self._open.get(owner, 0)
 
 
 _slots_guard = threading.Lock()

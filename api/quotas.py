@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.api.auth import Principal
 from evoforge.worker import quotas
-from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.campaign_config import CampaignSpec, stored_budget
+
+
+def refused(exc: quotas.QuotaExceeded) -> HTTPException:
+    """The answer to a quota refusal: its status and message (429s say when to try again)."""
+    headers = {"Retry-After": "60"} if exc.status_code == 429 else None
+    return HTTPException(exc.status_code, detail=str(exc), headers=headers)
 
 
 @contextmanager
@@ -26,8 +32,7 @@ def _admitted(sessions: sessionmaker[Session], project_id: int | None, **kw) -> 
             with sessions() as s:
                 quotas.check(s, project_id, **kw)
         except quotas.QuotaExceeded as exc:
-            headers = {"Retry-After": "60"} if exc.status_code == 429 else None
-            raise HTTPException(exc.status_code, detail=str(exc), headers=headers) from None
+            raise refused(exc) from None
         yield
 
 
@@ -49,7 +54,7 @@ def admit_resume(sessions: sessionmaker[Session], principal: Principal,
 
     with sessions() as s:
         c = get_campaign(s, principal, campaign_id)
-        parallel, asked = c.parallel, quotas.budget_asked(c.config)
+        parallel, asked = c.parallel, stored_budget(c.config).max_evaluations
         if more_evaluations is not None:
             asked = budget_after(c, more_evaluations)
     with _admitted(sessions, principal.project_id, parallel=parallel, max_evaluations=asked,

@@ -170,8 +170,7 @@ class ArchiveConfig(ArchiveSpec):
                                    description="The archive's axes, bin edges fixed at creation.")
 
 
-# Facts with a column of their own: never in the stored document.
-_COLUMNS = ("task", "params", "name", "seed", "parallel")
+# What the stored document holds (the other facts have a column of their own).
 _DOCUMENT_KEYS = ("sandbox", "mutator", "archive", "budget", "schedule")
 
 

@@ -26,7 +26,7 @@ from evoforge.db import elites as elite_table
 from evoforge.db import model_stats
 from evoforge.db.campaign_config import CampaignConfig
 from evoforge.db.campaign_rows import engine_of
-from evoforge.db.elites import migrate, offer  # noqa: F401  (also importable from here)
+from evoforge.db.elites import migrate
 from evoforge.db.errors import campaign_not_found
 from evoforge.db.models import Campaign, Evaluation, Program, utcnow
 from evoforge.db.store_sql import (
@@ -335,7 +335,7 @@ class CampaignStore:
         """Keys: the run hash (exact source + seed) always; the functional hash only where it
         determines the score (`child.functional_reuse`); both within this store's scope."""
         r = child.result
-        code_key = child.run_hash if child.code_hash else None  # no hash kept: no entry
+        code_key = child.run_hash  # None when the text was not kept: no entry
         functional_key = r.functional_hash if child.functional_reuse else None
         if child.cache != CACHE_MISS:
             hit = code_key if child.cache == "code" else r.functional_hash

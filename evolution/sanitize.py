@@ -4,7 +4,7 @@ Candidate programs, LLM replies and uploaded evaluators produce arbitrary text a
 PostgreSQL rejects NUL in text and NaN/Infinity in JSON, UTF-8 cannot encode a lone surrogate
 ('\\udcff', what `surrogateescape` makes of a stray byte), JSON readers lose integers beyond 64
 bits, and one huge or deeply nested value costs every later reader. So every such value passes a
-`Sanitizer` on its way into the database (db/store.py `CampaignStore.commit`, db/campaigns.py),
+`Sanitizer` on its way into the database (db/store.py `CampaignStore.commit`, db/campaign_rows.py),
 with the same rules on SQLite and PostgreSQL, and every change is written down
 ("metrics.loss: NaN -> null") so that nothing is cleaned silently.
 
@@ -326,4 +326,5 @@ def unstorable(child: Any, error: BaseException) -> Any:
     mutation = replace(child.mutation, prompt=None, response=None, extra={}, error="")
     result = EvalResult(status=ERROR, score=None, artifacts=artifacts,
                         duration_s=child.result.duration_s)
-    return replace(child, code=None, code_hash=None, mutation=mutation, result=result)
+    return replace(child, code=None, code_hash=None, run_hash=None, mutation=mutation,
+                   result=result)

@@ -17,7 +17,7 @@ import json
 import random
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from evoforge.evolution import hashing
 from evoforge.evolution.types import REJECTED, ERROR, EvalResult, Mutation, ProbeResult, ProgramRef
@@ -151,9 +151,8 @@ def evaluate_code(code: str, *, store: Store, evaluator: Evaluator, seed: int
     return evaluator.evaluate(code, seed, probe), CACHE_MISS, None
 
 
-# -- issue 12 item 11 hook (owner: evolution/ast_mutator.py): keep it when restructuring ---------
-def mutate_unseen(mutator: Mutator, selection: Selection, rng: random.Random, *, store: Store,
-                  seed: int) -> Mutation:
+def mutate_unseen(mutator: Mutator, selection: Selection, rng: random.Random, *,
+                  store: Store) -> Mutation:
     """`mutator.mutate`, told (when it `takes_seen`, as the local AST mutator does) which code
     the campaign already has: `store.has_code(code)`, one indexed lookup per draw. Only the
     campaign's own programs count, so a campaign replays the same way whatever else its
@@ -162,7 +161,6 @@ def mutate_unseen(mutator: Mutator, selection: Selection, rng: random.Random, *,
     if seen is None or not getattr(mutator, "takes_seen", False):
         return mutator.mutate(selection, rng)
     return mutator.mutate(selection, rng, seen=seen)
-# -- end of the item 11 hook ----------------------------------------------------------------------
 
 
 def island_of(iteration: int, islands: int) -> int:
@@ -176,7 +174,7 @@ def propose(iteration: int, island: int, *, store: Store, mutator: Mutator, seed
     rng = iteration_rng(seed, iteration)
     selection = store.select(island, rng)
     try:
-        mutation = mutate_unseen(mutator, selection, rng, store=store, seed=seed)
+        mutation = mutate_unseen(mutator, selection, rng, store=store)
     except Exception as exc:  # a mutator bug or an LLM failure is a recorded outcome
         mutation = Mutation(code=None, kind="error", error=f"mutator failed: {exc!r}",
                             extra={"traceback": traceback.format_exc(limit=5)})

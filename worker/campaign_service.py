@@ -200,6 +200,11 @@ def open_slice(sessions: sessionmaker[Session], campaign_id: int) -> bool:
     return set_status(sessions, campaign_id, "running", only_from=("queued", "completed", "running"))
 
 
+def pause(sessions: sessionmaker[Session], scope: Scope, campaign_id: int) -> None:
+    """queued or running -> paused."""
+    transition(sessions, scope, campaign_id, "paused", ("queued", "running"))
+
+
 def cancel(sessions: sessionmaker[Session], scope: Scope, campaign_id: int) -> None:
     """queued, running or paused -> cancelled."""
     transition(sessions, scope, campaign_id, "cancelled", ("queued", "running", "paused"))
@@ -216,7 +221,7 @@ def transition(sessions: sessionmaker[Session], scope: Scope, campaign_id: int, 
                                 f"(only one that is {' or '.join(only_from)})")
 
 
-_VERB = {"paused": "pause", "running": "resume", "cancelled": "cancel"}
+_VERB = {"paused": "pause", "cancelled": "cancel"}
 
 
 # -- describe ----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from evoforge.db.campaign_rows import missing_iterations, reserve_slot, set_stat
 from evoforge.db.errors import campaign_not_found
 from evoforge.db.models import Campaign, WorkerLease
 from evoforge.evolution.step import Proposal
-from evoforge.worker.leases import default_lease_stale_s, env_s, leases_of, utc_now
+from evoforge.worker.leases import default_lease_stale_s, env_positive, leases_of, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def route(sessions: sessionmaker[Session], campaign_id: int, iteration: int, *,
     if row is None:
         raise campaign_not_found(campaign_id)
     task_name, config = row
-    if _mutator_kind(config) == "llm" and iteration > 0 and not proposed:
+    if iteration > 0 and not proposed and _mutator_kind(config) == "llm":
         return PROPOSE, "llm"
     try:
         from evoforge.evaluators.base import get_task
@@ -320,8 +320,8 @@ class SweeperThread:
 
     def __init__(self, sessions: sessionmaker[Session], *, interval_s: float | None = None,
                  stale_after_s: float | None = None):
-        self.interval_s = interval_s or env_s(SWEEP_INTERVAL_ENV, 5.0)
-        self.sweeper = Sweeper(sessions, stale_after_s=stale_after_s or env_s(SWEEP_STALE_ENV, 600.0))
+        self.interval_s = interval_s or env_positive(SWEEP_INTERVAL_ENV, 5.0)
+        self.sweeper = Sweeper(sessions, stale_after_s=stale_after_s or env_positive(SWEEP_STALE_ENV, 600.0))
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="evoforge-sweeper", daemon=True)
 

@@ -64,7 +64,7 @@ class EmbeddedExecutor:
             if it is None:
                 return
             try:
-                committed = rt.complete(rt.propose(it))  # both halves, in this thread
+                committed = rt.iterate(it)
             except CampaignNotFound:  # deleted while running: nothing to record
                 log.info("campaign %s is gone; stopping", self.campaign_id)
                 self.stop.set()
@@ -131,7 +131,7 @@ class EmbeddedExecutor:
         return self._finish()
 
     def _run_one(self, rt: Runtime, it: int) -> None:
-        committed = rt.complete(rt.propose(it))  # both halves, in this thread
+        committed = rt.iterate(it)
         if self.on_commit:
             self.on_commit(it, committed)
 

@@ -22,7 +22,7 @@ from evoforge.evolution.step import Child, evaluate_code, functional_reuse
 from evoforge.evolution.types import REJECTED, EvalResult, Mutation
 from evoforge.worker.cache_policy import runner_id, shares_cache
 from evoforge.worker import quotas
-from evoforge.worker.campaign_service import create_campaign
+from evoforge.worker.campaign_service import Scope, create_campaign
 from evoforge.worker.runtime import shared_sandbox
 
 def adhoc_campaign(sessions: sessionmaker[Session], task: Any, params: Any,
@@ -30,10 +30,8 @@ def adhoc_campaign(sessions: sessionmaker[Session], task: Any, params: Any,
     """The project's bookkeeping campaign for this task key (`Campaign.adhoc`), made on first use."""
     key = task_key(task, params)
     with sessions() as s:
-        cid = s.scalar(select(Campaign.id).where(Campaign.task_key == key, Campaign.adhoc.is_(True),
-                                                 Campaign.project_id.is_(project_id)
-                                                 if project_id is None else
-                                                 Campaign.project_id == project_id))
+        cid = s.scalar(Scope(project_id).where(
+            select(Campaign.id).where(Campaign.task_key == key, Campaign.adhoc.is_(True))))
     if cid is not None:
         return cid
     spec = CampaignSpec(task=task.name, params=params.model_dump(mode="json"), name="adhoc",

@@ -29,8 +29,8 @@ HEARTBEAT_ENV = "EVOFORGE_HEARTBEAT_S"          # worker: seconds between heartb
 LEASE_STALE_ENV = "EVOFORGE_LEASE_STALE_S"      # sweeper: a lease this old is dead (30)
 
 
-def env_s(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, else `default`."""
+def env_positive(name: str, default: float) -> float:
+    """A positive number (seconds, a count) from the environment, else `default`."""
     try:
         value = float(os.environ.get(name) or default)
     except ValueError:
@@ -40,13 +40,13 @@ def env_s(name: str, default: float) -> float:
 
 
 def default_heartbeat_s() -> float:
-    return env_s(HEARTBEAT_ENV, 5.0)
+    return env_positive(HEARTBEAT_ENV, 5.0)
 
 
 def default_lease_stale_s() -> float:
     """Must be several heartbeats: a live worker whose heartbeat is late is re-sent (wasted
     work, never a wrong count)."""
-    return env_s(LEASE_STALE_ENV, 30.0)
+    return env_positive(LEASE_STALE_ENV, 30.0)
 
 
 def utc_now() -> datetime:

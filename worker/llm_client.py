@@ -388,8 +388,8 @@ def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
                       credentials: bool = True, guard: Any = None) -> Any:
     """One call for the CLI/worker: `--llm-base-url`, the models (`ModelSpec`s, or
     `NAME[:WEIGHT]` strings), ... ->
-    an `evolution.llm_mutator.LLMMutator` (its `.ensemble` takes `record_outcome` for the
-    bandit; `._complete.__self__` is the client, to `close()`)."""
+    an `evolution.llm_mutator.LLMMutator` (its bandit learns from the database through
+    `learn_from`, worker/llm.py; `._complete.__self__` is the client, to `close()`)."""
     from evoforge.evolution.ensemble import Ensemble
     from evoforge.evolution.llm_mutator import LLMMutator
 

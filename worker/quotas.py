@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evoforge.db.campaign_config import stored_budget, stored_schedule
 from evoforge.db.campaign_rows import ACTIVE, FINAL, engine_of
 from evoforge.db.models import Campaign
+from evoforge.worker.campaign_service import Scope
 
 log = logging.getLogger(__name__)
 RUNNING_ENV = "EVOFORGE_QUOTA_RUNNING_CAMPAIGNS"
@@ -69,14 +70,9 @@ class Quotas:
                    evaluations=_env_int(EVALUATIONS_ENV, cls.evaluations))
 
 
-def _project(q, project_id: int | None):
-    return q.where(Campaign.project_id.is_(None) if project_id is None
-                   else Campaign.project_id == project_id)
-
-
 def active_campaigns(s: Session, project_id: int | None, *, exclude_id: int | None = None) -> int:
     """Campaigns of the project that are queued or running (the ad-hoc bookkeeping one aside)."""
-    q = _project(select(func.count()).select_from(Campaign), project_id).where(
+    q = Scope(project_id).where(select(func.count()).select_from(Campaign)).where(
         Campaign.status.in_(ACTIVE), Campaign.adhoc.is_(False))
     if exclude_id is not None:
         q = q.where(Campaign.id != exclude_id)
@@ -95,8 +91,8 @@ def committed_evaluations(status: str, evaluations: int, config: dict[str, Any] 
 def project_evaluations(s: Session, project_id: int | None, *, exclude_id: int | None = None) -> int:
     """Everything the project's campaigns have done or may still do; the ad-hoc bookkeeping
     campaign (`POST /evaluations`) counts what it reserved, in-flight evaluations included."""
-    q = _project(select(Campaign.status, Campaign.evaluations, Campaign.config, Campaign.adhoc,
-                        Campaign.iterations_reserved), project_id)
+    q = Scope(project_id).where(select(Campaign.status, Campaign.evaluations, Campaign.config,
+                                       Campaign.adhoc, Campaign.iterations_reserved))
     if exclude_id is not None:
         q = q.where(Campaign.id != exclude_id)
     return sum(max(evaluations, reserved or 0) if adhoc
@@ -138,11 +134,6 @@ def check(s: Session, project_id: int | None, *, parallel: int, max_evaluations:
             raise QuotaExceeded(f"budget.max_evaluations {max_evaluations} is above what this "
                                 f"project has left: {left} of {quotas.evaluations} evaluations",
                                 403)
-
-
-def budget_asked(config: dict[str, Any] | None) -> int | None:
-    """The total evaluations a stored config document asks for (None: no evaluation budget)."""
-    return stored_budget(config).max_evaluations
 
 
 _locks: dict[int | None, threading.Lock] = {}

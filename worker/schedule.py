@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.db.campaign_rows import ACTIVE, set_status
-from evoforge.db.campaign_config import Schedule, stored_budget, stored_schedule
+from evoforge.db.campaign_config import stored_budget, stored_schedule
 from evoforge.db.models import Campaign
 from evoforge.worker import quotas
 from evoforge.worker.campaign_service import open_slice
@@ -58,15 +58,10 @@ def due(cron: str, last_run: datetime, now: datetime) -> datetime | None:
     return _utc(croniter(cron, now).get_prev(datetime))
 
 
-def schedule_of(config: dict | None) -> Schedule | None:
-    """The schedule of a stored config document (db/campaign_config.py), if any."""
-    return stored_schedule(config)
-
-
 def waits_for_trigger(c: Campaign) -> bool:
     """True for a scheduled campaign outside a slice: before its first trigger, or once the
     slice's evaluations are all done. A runner leaves such a campaign queued."""
-    if schedule_of(c.config) is None:
+    if stored_schedule(c.config) is None:
         return False
     if c.last_scheduled_at is None or c.max_evaluations is None:
         return True
@@ -104,7 +99,7 @@ def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
     with sessions() as s:
         candidates = [cid for cid, cfg in s.execute(
             select(Campaign.id, Campaign.config).where(Campaign.status.in_(SCHEDULABLE)))
-            if schedule_of(cfg) is not None]
+            if stored_schedule(cfg) is not None]
     started = []
     for cid in candidates:
         try:
@@ -120,7 +115,7 @@ def tick(sessions: sessionmaker[Session], now: datetime | None = None, *,
 def _serve(sessions: sessionmaker[Session], cid: int, now: datetime) -> bool:
     with sessions.begin() as s:
         c = s.execute(select(Campaign).where(Campaign.id == cid).with_for_update()).scalar_one_or_none()
-        sched = schedule_of(c.config) if c is not None else None
+        sched = stored_schedule(c.config) if c is not None else None
         if sched is None or c.status not in SCHEDULABLE:
             return False
         t = due(sched.cron, c.last_scheduled_at or c.created_at, now)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
-
 from evoforge.api.auth import Principal
+from evoforge.api.quotas import refused
 from evoforge.api.schemas import EvaluationCreate
 from evoforge.evolution.sanitize import servable
 from evoforge.worker.campaign_service import resolve_task
@@ -23,4 +22,4 @@ def evaluate(sessions, principal: Principal, body: EvaluationCreate) -> dict[str
                                          sandbox=shared_sandbox("fork"), seed=body.seed,
                                          project_id=principal.project_id))
     except QuotaExceeded as exc:  # the project's evaluation quota (worker/quotas.py)
-        raise HTTPException(exc.status_code, detail=str(exc)) from None
+        raise refused(exc) from None

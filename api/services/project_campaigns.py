@@ -70,8 +70,7 @@ def _refused_as_conflict(call, *args, **kw) -> None:
 
 
 def pause(sessions, principal, campaign_id: int, runner) -> None:
-    _refused_as_conflict(service.transition, sessions, scope_of(principal), campaign_id, "paused",
-                         ("queued", "running"))
+    _refused_as_conflict(service.pause, sessions, scope_of(principal), campaign_id)
     runner.stop(campaign_id)
 
 

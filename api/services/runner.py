@@ -18,7 +18,6 @@ lost messages are re-sent, so API + workers recover without `evoforge beat`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -29,17 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.db.campaign_rows import set_status
 from evoforge.db.models import Campaign
+from evoforge.worker.leases import env_positive
 
 log = logging.getLogger(__name__)
 SCHEDULE_INTERVAL_ENV = "EVOFORGE_SCHEDULE_INTERVAL_S"
-
-
-def _schedule_interval_s() -> float:
-    try:
-        value = float(os.environ.get(SCHEDULE_INTERVAL_ENV) or 5.0)
-    except ValueError:
-        return 5.0
-    return value if value > 0 else 5.0
 
 
 class Runner(Protocol):
@@ -177,7 +169,7 @@ class InProcessRunner:
         """Cron triggers of scheduled campaigns, as `evoforge beat` serves them with a broker."""
         from evoforge.worker.schedule import tick
 
-        while not self._ticker_stop.wait(_schedule_interval_s()):
+        while not self._ticker_stop.wait(env_positive(SCHEDULE_INTERVAL_ENV, 5.0)):
             try:
                 tick(self.sessions, enqueue=self.start)
             except Exception:  # the database is busy or down: next round

@@ -41,9 +41,13 @@ class Problem:
     unsupported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files_hash: str = ""
-    shipped: list[str] = field(default_factory=list)        # file names, shipped into the sandbox
     skipped: list[str] = field(default_factory=list)        # "name (reason)": left out
     ignored_secrets: list[str] = field(default_factory=list)  # config keys dropped unread
+
+    @property
+    def shipped(self) -> list[str]:
+        """The names of the files shipped into the sandbox."""
+        return list(self.task_params["files"])
 
 
 def evaluator_functions(source: str) -> set[str]:
@@ -271,4 +275,4 @@ def load_problem(initial_program: str | Path, evaluator: str | Path,
                    seed=int(seed) if seed is not None else None,
                    max_iterations=int(max_iterations) if max_iterations is not None else None,
                    unsupported=unsupported, notes=notes, files_hash=digest,
-                   shipped=list(files), skipped=shipment.skipped, ignored_secrets=ignored_secrets)
+                   skipped=shipment.skipped, ignored_secrets=ignored_secrets)

@@ -74,7 +74,7 @@ def test_concurrent_offers_to_one_new_cell_keep_the_best(pg_url):
     """Threads race to create the same empty cell: the best score must win every time (a plain
     UPDATE-then-INSERT-IGNORE loses it when both UPDATEs find no row)."""
     from evoforge.db.engine import session_factory
-    from evoforge.db.store import offer
+    from evoforge.db.elites import offer
 
     sessions = session_factory(pg_url)
     cid = _campaign(sessions)
