@@ -118,7 +118,7 @@ def _resume(warm, sessions, campaign_id: int, task_name: str, iterations: int,
                 raise click.ClickException(f"campaign {campaign_id} is a {c.task} campaign, not {task_name}")
             config = CampaignConfig.load(c)
         service.resume(sessions, operator, campaign_id, more_evaluations=iterations)
-    except (service.CampaignNotFound, service.TransitionRefused) as exc:
+    except (service.CampaignNotFound, service.TransitionRefused, service.SpecError) as exc:
         raise click.ClickException(str(exc.args[0])) from None
     warm(config.sandbox)  # the stored one runs
     stored_url = config.mutator.base_url

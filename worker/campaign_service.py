@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evoforge.db.campaign_config import CampaignConfig, CampaignSpec
+from evoforge.db.campaign_config import Budget, CampaignConfig, CampaignSpec
 from evoforge.db.campaign_rows import set_status, spent_budget, utc
 from evoforge.db.errors import CampaignNotFound, campaign_not_found
 from evoforge.db.models import Campaign, Program
@@ -182,8 +182,15 @@ def resume(sessions: sessionmaker[Session], scope: Scope, campaign_id: int, *,
 
 
 def budget_after(c: Campaign, more_evaluations: int) -> int:
-    """The evaluation budget of a resume with `more_evaluations` (the seed's, when not done)."""
-    return c.evaluations + more_evaluations + (1 if c.evaluations == 0 else 0)
+    """The evaluation budget of a resume with `more_evaluations` (the seed's, when not done).
+    SpecError past the largest budget a campaign may have (it would not load again)."""
+    total = c.evaluations + more_evaluations + (1 if c.evaluations == 0 else 0)
+    try:
+        Budget(max_evaluations=total)
+    except ValueError:
+        raise SpecError(f"cannot resume with {more_evaluations} more evaluations: the budget would "
+                        f"be {total}, beyond the largest a campaign may have") from None
+    return total
 
 
 def _raise_budget(c: Campaign, total: int) -> None:

@@ -83,3 +83,17 @@ def test_summaries_are_readable_and_json_keeps_every_digit(tmp_path):
     assert repr(best) not in text
     listed = _cli(db, "campaigns").stdout
     assert f"best {best:.6g} " in listed and repr(best) not in listed
+
+
+def test_resume_past_the_largest_budget_is_refused_and_nothing_changes(live_server):
+    """A resume whose budget would pass the largest a campaign may have is a 422 (it used to be
+    stored, and the campaign then failed to load: 500s on every read of it)."""
+    srv = live_server(execute=False)
+    with srv.client() as c:
+        cid = c.post("/campaigns", json={"task": "circle_packing", "params": {"n": 5}}).json()["id"]
+        assert c.post(f"/campaigns/{cid}/pause").status_code == 200
+        r = c.post(f"/campaigns/{cid}/resume", params={"evaluations": 10_000_000})
+        assert r.status_code == 422 and "beyond the largest" in r.text, r.text
+        after = c.get(f"/campaigns/{cid}")
+        assert after.status_code == 200 and after.json()["status"] == "paused"
+        assert after.json()["budget"]["max_evaluations"] is None
