@@ -14,6 +14,9 @@ Operators (`Mutation.kind`):
                     (a body is never left empty);
 - `ast:crossover`   replace a function with the same-named function of an inspiration.
 
+A program in another language (`language` is not Python: Rust, C++, R...) cannot be parsed
+here: it gets the text-level `text:const` edit of evolution/text_mutator.py instead.
+
 Every candidate is re-parsed; an operator that cannot apply, or yields unchanged or invalid
 code, is retried with another draw. Everything random comes from the `rng` passed in, so a seed
 fixes the result.
@@ -32,8 +35,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from evoforge.evolution.hashing import normalize_code
-from evoforge.evolution.program import Region, evolvable_regions, syntax_check
+from evoforge.evolution.program import Region, evolvable_regions, is_python, syntax_check
 from evoforge.evolution.step import Selection
+from evoforge.evolution.text_mutator import perturb_literal
 from evoforge.evolution.types import Mutation
 
 _CMP_TEXT = {ast.Lt: r"<(?![<=])", ast.LtE: r"<=", ast.Gt: r"(?<![-=>])>(?![>=])",
@@ -104,6 +108,13 @@ class _Ctx:
         return [n for n in ast.walk(self.tree) if isinstance(n, kind) and _inside(n, self.regions)]
 
 
+@dataclass
+class _TextCtx:
+    """A program the AST cannot read (another language): edited as text."""
+    code: str
+    rng: random.Random
+
+
 class LocalASTMutator:
     """`Mutator` that edits the parent program locally (see the module doc)."""
 
@@ -112,7 +123,7 @@ class LocalASTMutator:
 
     def __init__(self, weights: dict[str, float] | None = None, max_attempts: int = 24,
                  int_step: int = 1, scales: tuple[float, ...] = (0.001, 0.01, 0.1),
-                 max_draws: int = 8):
+                 max_draws: int = 8, language: str = "python"):
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(self.weights) - set(OPERATORS)
         if unknown:
@@ -121,6 +132,7 @@ class LocalASTMutator:
         self.max_draws = max(1, max_draws)
         self.int_step = int_step
         self.scales = scales
+        self.language = language
 
     def mutate(self, selection: Selection, rng: random.Random, seen: Seen | None = None) -> Mutation:
         """One edit of the parent; with `seen`, the first of up to `max_draws` edits whose code
@@ -146,15 +158,19 @@ class LocalASTMutator:
         if parent is None:
             return Mutation(code=None, kind="error", error="no parent")
         code = parent.code
+        if not is_python(self.language):
+            return _TextCtx(code, rng)
         try:
             tree = ast.parse(code)
         except (SyntaxError, ValueError, RecursionError) as exc:
             return Mutation(code=None, kind="error", error=f"parent does not parse: {exc}")
         return _Ctx(code, tree, _Source(code), evolvable_regions(code), selection, rng)
 
-    def _draw(self, ctx: _Ctx) -> Mutation:
+    def _draw(self, ctx: "_Ctx | _TextCtx") -> Mutation:
         """One valid edit that changes the normalised code, within `max_attempts` operator
         draws, or an error Mutation."""
+        if isinstance(ctx, _TextCtx):
+            return self._text_draw(ctx)
         rng = ctx.rng
         same = normalize_code(ctx.code)
         ops = [op for op in OPERATORS if self.weights.get(op, 0) > 0]
@@ -170,6 +186,16 @@ class LocalASTMutator:
             return Mutation(code=new_code, kind=f"ast:{op}", extra={"detail": detail})
         return Mutation(code=None, kind="error",
                         error=f"no applicable AST mutation after {self.max_attempts} attempts")
+
+    def _text_draw(self, ctx: "_TextCtx") -> Mutation:
+        for _ in range(self.max_attempts):
+            result = perturb_literal(ctx.code, ctx.rng, scales=self.scales, int_step=self.int_step)
+            if result is None:
+                continue
+            return Mutation(code=result[0], kind="text:const", extra={"detail": result[1]})
+        return Mutation(code=None, kind="error",
+                        error=f"no numeric literal to change in this {self.language} program's "
+                              "EVOLVE-BLOCK (the local mutator edits only numbers outside Python)")
 
     # -- operators: each returns (new code, detail) or None --------------------------------
 

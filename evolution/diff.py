@@ -19,10 +19,10 @@ Rules of `apply_diff` (each block in order, on the result of the previous ones):
    text outside the EVOLVE-BLOCKs fails the whole reply (code=None) with a reason naming the
    block by its first line. Applying half of what the model asked for gives programs nobody
    intended, and the reason is worth more to the next prompt;
-4. the result must compile (`syntax_check`).
+4. a Python result must compile (`syntax_check`; other languages are not checked here).
 
-Full rewrites (`extract_rewrite`): the longest ```python fenced block (else the longest fenced
-block). When the original has EVOLVE-BLOCKs, only their contents are taken from the rewrite and
+Full rewrites (`extract_rewrite`): the longest block fenced with the candidate's language
+(```python, ```rust, ...; else the longest fenced block). When the original has EVOLVE-BLOCKs, only their contents are taken from the rewrite and
 the fixed parts of the original are kept:
 - the rewrite has the same number of blocks: their contents are spliced into the original;
 - the rewrite has no markers and the original has exactly one block: the rewrite minus the
@@ -204,7 +204,7 @@ def _candidates(code: str, block: SearchReplace) -> list[str]:
     return out
 
 
-def apply_blocks(code: str, blocks: list[SearchReplace]) -> DiffOutcome:
+def apply_blocks(code: str, blocks: list[SearchReplace], language: str = "python") -> DiffOutcome:
     if not blocks:
         return DiffOutcome(None, 0, "no SEARCH/REPLACE blocks in the reply", 0)
     current, applied, failed, reasons = code, 0, [], []
@@ -231,32 +231,40 @@ def apply_blocks(code: str, blocks: list[SearchReplace]) -> DiffOutcome:
             reasons.append(f"{label} rejected: {outside}")
     if reasons:
         return DiffOutcome(None, applied, "; ".join(reasons), len(blocks), failed=failed)
-    err = syntax_check(current)
+    err = syntax_check(current, language)
     if err:
         return DiffOutcome(None, applied, f"edited program does not parse: {err}", len(blocks))
     return DiffOutcome(current, applied, "", len(blocks))
 
 
-def apply_diff(code: str, reply: str) -> DiffOutcome:
+def apply_diff(code: str, reply: str, language: str = "python") -> DiffOutcome:
     """Apply every SEARCH/REPLACE block of `reply` to `code` (see the module doc for the rules)."""
     try:
         blocks = parse_blocks(reply)
     except DiffParseError as exc:
         return DiffOutcome(None, 0, f"malformed edit: {exc}", 0)
-    return apply_blocks(code, blocks)
+    return apply_blocks(code, blocks, language)
 
 
 # ---------------------------------------------------------------------------------------------
 # Full rewrites
 # ---------------------------------------------------------------------------------------------
 
-def fenced_code(reply: str) -> str | None:
-    """The longest ```python (or ```py) block; else the longest fenced block; else None."""
+_FENCE_NAMES = {"python": ("python", "py", "python3"), "rust": ("rust", "rs"),
+                "cpp": ("cpp", "c++", "cc", "cxx"), "r": ("r",), "javascript": ("javascript", "js"),
+                "typescript": ("typescript", "ts"), "bash": ("bash", "sh", "shell")}
+
+
+def fenced_code(reply: str, language: str = "python") -> str | None:
+    """The longest block fenced with `language` (```python, ```py ...); else the longest fenced
+    block; else None."""
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(reply.replace("\r\n", "\n"))]
     if not blocks:
         return None
-    python = [b for lang, b in blocks if lang in ("python", "py", "python3")]
-    pool = python or [b for _, b in blocks]
+    lang = (language or "python").lower()
+    names = _FENCE_NAMES.get(lang) or next((v for v in _FENCE_NAMES.values() if lang in v), (lang,))
+    own = [b for fence, b in blocks if fence in names]
+    pool = own or [b for _, b in blocks]
     return max(pool, key=len)
 
 
@@ -277,9 +285,9 @@ def _strip_repeated(text: str, fixed: str, at_start: bool) -> str:
     return "\n".join(lines[idx[-1] + 1:]) if at_start else "\n".join(lines[:idx[0]])
 
 
-def extract_rewrite(reply: str, original: str) -> DiffOutcome:
+def extract_rewrite(reply: str, original: str, language: str = "python") -> DiffOutcome:
     """A full-program rewrite from a reply, keeping the original's fixed parts (module doc)."""
-    body = fenced_code(reply)
+    body = fenced_code(reply, language)
     if body is None:
         return DiffOutcome(None, 0, "no fenced code block in the reply", 0, kind="rewrite")
     regions = evolvable_regions(original)
@@ -294,14 +302,15 @@ def extract_rewrite(reply: str, original: str) -> DiffOutcome:
         else:
             return DiffOutcome(None, 0, f"rewrite has {len(new_regions)} EVOLVE-BLOCK(s), the "
                                f"program has {len(regions)}", 0, kind="rewrite")
-    err = syntax_check(body)
+    err = syntax_check(body, language)
     if err:
         return DiffOutcome(None, 0, f"rewritten program does not parse: {err}", 0, kind="rewrite")
     return DiffOutcome(body, 1, "", 0, kind="rewrite")
 
 
-def apply_reply(code: str, reply: str) -> DiffOutcome:
-    """SEARCH/REPLACE blocks when the reply has any, else a full rewrite."""
+def apply_reply(code: str, reply: str, language: str = "python") -> DiffOutcome:
+    """SEARCH/REPLACE blocks when the reply has any, else a full rewrite; `language` is the
+    candidate's (only Python is syntax-checked)."""
     if has_diff_blocks(reply):
-        return apply_diff(code, reply)
-    return extract_rewrite(reply, code)
+        return apply_diff(code, reply, language)
+    return extract_rewrite(reply, code, language)

@@ -185,14 +185,15 @@ class LLMMutator:
     def _apply(self, parent_code: str, reply: str,
                extra: dict[str, Any]) -> tuple[str | None, str, str]:
         """SEARCH/REPLACE blocks when the reply has any, else a full rewrite (either mode)."""
-        outcome = apply_reply(parent_code, reply)
+        language = self.config.language
+        outcome = apply_reply(parent_code, reply, language)
         kind = f"llm:{outcome.kind}"
         extra.update(edit_blocks=outcome.blocks, edit_applied=outcome.applied)
         if outcome.code is None:
             return None, outcome.error or "the reply contained no applicable edit", kind
         if outcome.code == parent_code:
             return None, "the edit left the program unchanged", kind
-        err = syntax_check(outcome.code)
+        err = syntax_check(outcome.code, language)
         if err:
             return None, f"syntax error after edit: {err}", kind
         return outcome.code, "", kind

@@ -6,8 +6,10 @@ A program may mark the parts evolution may change:
     ... evolvable code ...
     # EVOLVE-BLOCK-END
 
-A marker is a line whose stripped text starts with `#` and contains `EVOLVE-BLOCK-START` or
-`EVOLVE-BLOCK-END`. The evolvable region is the text *between* the marker lines; the marker
+A marker is a line whose stripped text starts with a comment leader (`COMMENT_LEADERS`: `#`,
+`//`, `--`, `%`, `;`, `/*`, ...: Python, Rust, C++, R, Lua, MATLAB, Lisp candidates alike) and
+contains `EVOLVE-BLOCK-START` or `EVOLVE-BLOCK-END`. Only Python candidates get a syntax check
+here (`syntax_check(code, language)`); another language's compiler is the evaluator's business. The evolvable region is the text *between* the marker lines; the marker
 lines themselves and everything outside are fixed. Unbalanced markers are read leniently: a
 START without an END runs to the end of the file, an END without a START is an ordinary line,
 a second START inside a region is ignored. A program with no markers is evolvable as a whole.
@@ -18,6 +20,13 @@ from dataclasses import dataclass
 
 START_MARKER = "EVOLVE-BLOCK-START"
 END_MARKER = "EVOLVE-BLOCK-END"
+COMMENT_LEADERS = ("#", "//", "--", "%", ";", "/*", "(*", "{-", "<!--")
+PYTHON = frozenset({"python", "python3", "py"})
+
+
+def is_python(language: str | None) -> bool:
+    """Whether candidates in `language` are Python (None and "" mean Python)."""
+    return not language or language.strip().lower() in PYTHON
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Region:
 
 def _marker(line: str) -> str | None:
     s = line.strip()
-    if not s.startswith("#"):
+    if not s.startswith(COMMENT_LEADERS):
         return None
     if START_MARKER in s:
         return START_MARKER
@@ -139,8 +148,11 @@ def replace_regions(code: str, contents: list[str]) -> str:
     return "".join(parts)
 
 
-def syntax_check(code: str) -> str | None:
-    """None when `code` compiles as a module, else a one-line error message."""
+def syntax_check(code: str, language: str | None = "python") -> str | None:
+    """None when `code` compiles as a Python module (or is not Python: nothing to check here),
+    else a one-line error message."""
+    if not is_python(language):
+        return None
     try:
         compile(code, "<candidate>", "exec", dont_inherit=True)
     except SyntaxError as exc:

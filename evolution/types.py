@@ -39,6 +39,7 @@ class StageResult:
     features: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     artifacts: dict[str, Any] = field(default_factory=dict)  # task-reported, e.g. OpenEvolve's
+    passed: bool | None = None  # the task's own cascade decision; None: combined_score >= threshold
 
 
 @dataclass(frozen=True)

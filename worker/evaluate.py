@@ -52,7 +52,7 @@ def evaluate_program(sessions: sessionmaker[Session], task: Any, params: Any, co
             it = s.execute(update(Campaign).where(Campaign.id == cid)
                            .values(iterations_reserved=Campaign.iterations_reserved + 1)
                            .returning(Campaign.iterations_reserved)).scalar_one() - 1
-    error, reuse = syntax_check(code), False
+    error, reuse = syntax_check(code, getattr(params, "language", "python")), False
     if error:
         result, cache, source = EvalResult(status=REJECTED, score=None,
                                            artifacts={"reason": error}), "miss", None

@@ -1,17 +1,21 @@
 """Sandbox-side driver for OpenEvolve evaluators (its source is the task's `driver`).
 
 Runs INSIDE the sandbox, next to the candidate module (standard library only). One call
-({"call": "evaluate_stage1", "evaluator": "evaluator.py", "files": {...}}) does what OpenEvolve
-does for one stage: write the candidate to a file, write the evaluator's directory content
-into a private scratch directory, import the evaluator from there and call
-`fn(program_path)`. The result (a dict, or an object with `metrics` and `artifacts`) goes
-back as plain data: {"metrics": {...}, "artifacts": {...}}. Exceptions propagate: the harness
-records them as a failed run with the traceback.
+({"call": "evaluate_stage1", "evaluator": "evaluator.py", "files": {...}, "suffix": ".rs"})
+does what OpenEvolve does for one stage: write the candidate to `program<suffix>` (any
+language: the harness hands its source over uncompiled), write the problem's files (relative
+paths, subdirectories included) into a private scratch directory, import the evaluator from
+there and call `fn(program_path)`, awaiting it when it is `async def`. A call that raises is
+retried `retries` times (evaluator.max_retries). The result (a dict, or an object with
+`metrics` and `artifacts`) goes back as plain data: {"metrics": {...}, "artifacts": {...}}.
+Exceptions propagate: the harness records them as a failed run with the traceback.
 
 `openevolve.evaluation_result.EvaluationResult` is provided as a small shim module, so
 evaluators that import it run without OpenEvolve installed in the sandbox.
 """
+import asyncio
 import importlib.util
+import inspect
 import linecache
 import math
 import os
@@ -132,6 +136,41 @@ def _fresh_dir(prefix):
     raise RuntimeError("cannot create a scratch directory")
 
 
+def _safe_parts(path):
+    """The components of a relative POSIX path, or None for an absolute, hidden or `..` one
+    (the trusted side refuses them already: this is the second lock)."""
+    parts = path.split("/")
+    if not path or "\\" in path or "\x00" in path or len(parts) > 8:
+        return None
+    if any(not p or p.startswith(".") for p in parts):
+        return None
+    return parts
+
+
+def _write_files(eval_dir, files):
+    for name, text in files.items():
+        parts = _safe_parts(name)
+        if parts is None:
+            continue
+        path = os.path.join(eval_dir, *parts)
+        if len(parts) > 1:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _call(fn, program_path, retries):
+    for attempt in range(retries + 1):
+        try:
+            result = fn(program_path)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+            return result
+        except Exception:  # noqa: BLE001 - OpenEvolve retries any exception, then gives up
+            if attempt >= retries:
+                raise
+
+
 def drive(module, inputs, seed):
     _install_shim()
     source = _candidate_source(module)
@@ -139,19 +178,26 @@ def drive(module, inputs, seed):
     for call in inputs:
         fn_name = call["call"]
         cap = int(call.get("max_artifact_chars", 20480))
+        limit = call.get("max_code_length")
+        if limit is not None and len(source) > int(limit):
+            raise ValueError(f"the program is {len(source)} characters, over max_code_length "
+                             f"{int(limit)}")
+        suffix = str(call.get("suffix", ".py"))
+        if "/" in suffix or "\\" in suffix or not suffix.startswith("."):
+            raise ValueError(f"bad file suffix {suffix!r}")
         eval_dir = _fresh_dir("evaluator-")
-        for name, text in call.get("files", {}).items():
-            if "/" in name or name.startswith("."):
-                continue
-            with open(os.path.join(eval_dir, name), "w", encoding="utf-8") as f:
-                f.write(text)
-        program_path = os.path.join(_fresh_dir("program-"), "program" + call.get("suffix", ".py"))
+        _write_files(eval_dir, call.get("files", {}))
+        program_path = os.path.join(_fresh_dir("program-"), "program" + suffix)
         with open(program_path, "w", encoding="utf-8") as f:
             f.write(source)
-        if eval_dir not in sys.path:
-            sys.path.insert(0, eval_dir)
-        os.chdir(eval_dir)
-        path = os.path.join(eval_dir, call["evaluator"])
+        parts = _safe_parts(call["evaluator"])
+        if parts is None:
+            raise ValueError(f"bad evaluator path {call['evaluator']!r}")
+        path = os.path.join(eval_dir, *parts)
+        home = os.path.dirname(path)  # the evaluator's own directory, as under OpenEvolve
+        if home not in sys.path:
+            sys.path.insert(0, home)
+        os.chdir(home)
         spec = importlib.util.spec_from_file_location("evaluation_module", path)
         evaluator = importlib.util.module_from_spec(spec)
         sys.modules["evaluation_module"] = evaluator
@@ -159,5 +205,5 @@ def drive(module, inputs, seed):
         fn = getattr(evaluator, fn_name, None)
         if not callable(fn):
             raise AttributeError(f"the evaluator does not define {fn_name}(program_path)")
-        outputs.append(_unpack(fn(program_path), fn_name, cap))
+        outputs.append(_unpack(_call(fn, program_path, int(call.get("retries", 0))), fn_name, cap))
     return outputs

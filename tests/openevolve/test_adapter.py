@@ -54,9 +54,9 @@ def test_config_keys_are_mapped_or_reported():
     assert "helper.py" in p.task_params["files"]  # the evaluator's sibling module is shipped
     keys = {line.split(":")[0] for line in p.unsupported}
     assert {"totally_unknown_key", "database.made_up_database_key", "llm.top_p",
-            "database.population_size", "checkpoint_interval"} <= keys
+            "checkpoint_interval"} <= keys
     for mapped in ("llm.api_base", "llm.temperature", "database.num_islands", "evaluator.timeout",
-                   "max_iterations", "prompt.system_message"):
+                   "max_iterations", "prompt.system_message", "database.population_size"):
         assert mapped not in keys
 
 
