@@ -11,12 +11,16 @@ from evoforge.cli.term import safe
 
 @click.command()
 def tasks() -> None:
-    """List the registered tasks and their parameters."""
-    from evoforge.evaluators.base import all_tasks
+    """List the registered tasks (built-in and installed plugins) and their parameters."""
+    from evoforge.evaluators.base import all_tasks, task_source
 
     for name, task in all_tasks().items():
-        fields = ", ".join(f"{k}={f.default!r}" for k, f in task.Params.model_fields.items())
-        click.echo(f"{name:16s} v{task.version}  entrypoint {task.entrypoint}()  params: {fields}")
+        fields = ", ".join(f"{k}={f.get_default(call_default_factory=True)!r}"
+                           for k, f in task.Params.model_fields.items())
+        source = task_source(name)
+        origin = "" if source == "built-in" else f"  [plugin {source}]"
+        click.echo(safe(f"{name:16s} v{task.version}  entrypoint {task.entrypoint}()  "
+                        f"params: {fields}{origin}", one_line=True))
 
 
 @click.command(name="eval")

@@ -2,18 +2,18 @@
 
 The wheel is built from this tree (pip, no network: the build backend is already installed) and
 installed with its dependencies taken from the running environment, in a fresh venv; then
-`evoforge tasks` runs there."""
+`evoforge tasks` and the Python API's `evoforge.evolve` run there."""
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import subprocess
-import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.installed import build_wheel, venv_with_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("api", "cli", "db", "evaluators", "evolution", "migrations", "sandbox", "worker")
@@ -21,15 +21,7 @@ PARTS = ("api", "cli", "db", "evaluators", "evolution", "migrations", "sandbox",
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    src = out / "src"  # a copy: an in-tree build would leave build/ and *.egg-info in the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", "tests", "bench", "docs", "examples"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--disable-pip-version-check", "-q", "-w", str(out), str(src)],
-                   check=True, timeout=300, cwd=out)
-    [whl] = out.glob("evoforge-*.whl")
-    return whl
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_has_one_top_level_name(wheel):
@@ -55,26 +47,41 @@ def test_every_package_of_the_tree_is_in_the_wheel(wheel):
 
 @pytest.mark.slow
 def test_installed_wheel_runs_evoforge_tasks(wheel, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = Path(subprocess.check_output(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        text=True).strip())
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                    "install", "--no-deps", "--no-index", "--disable-pip-version-check", "-q",
-                    str(wheel)], check=True, timeout=300)
-    # The dependencies come from this environment's site-packages, added as a plain path (its
-    # .pth files, e.g. the checkout's editable finder, are not processed).
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env["EVOFORGE_HOME"] = str(tmp_path / "home")
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import evoforge; print(evoforge.__file__)"],
+    venv = venv_with_wheel(wheel, tmp_path)  # dependencies from this environment (tests/installed.py)
+    site, env = venv.site, venv.env
+    where = subprocess.run([venv.python, "-c", "import evoforge; print(evoforge.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert where.stdout.strip().startswith(str(site)), where  # the installed copy, not the checkout
-    out = subprocess.run([str(venv / "bin" / "evoforge"), "tasks"], cwd=tmp_path, env=env,
+    out = subprocess.run([venv.bin("evoforge"), "tasks"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     for task in ("circle_packing", "matmul", "optimizer", "alpha_factors"):
         assert task in out.stdout
     tops = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth"))}
     assert tops == {"evoforge"}
+
+
+EVOLVE = """
+import json, sys
+import evoforge
+r = evoforge.evolve("curve_fit", iterations=10, mutator="local")
+print(json.dumps({"file": evoforge.__file__, "api": sys.modules["evoforge.python_api"].__file__,
+                  "status": r.status, "evaluations": r.evaluations, "seed": r.seed_score,
+                  "best": r.best_score, "db": r.db_url, "code": r.best_code}))
+"""
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_evoforge_evolve(wheel, tmp_path):
+    """`evoforge.evolve` from the installed wheel on a problem in OpenEvolve's layout, in the
+    default database (the venv's EVOFORGE_HOME), with the fork-server sandbox."""
+    venv = venv_with_wheel(wheel, tmp_path)
+    shutil.copytree(ROOT / "examples" / "curve_fit", tmp_path / "curve_fit")
+    out = subprocess.run([venv.python, "-c", EVOLVE], cwd=tmp_path, env=venv.env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["file"].startswith(str(venv.site)) and r["api"].startswith(str(venv.site))
+    assert r["status"] == "completed" and r["evaluations"] == 11
+    assert r["best"] >= r["seed"] > 0 and "def f(x)" in r["code"]
+    assert r["db"].startswith(f"sqlite:///{tmp_path / 'home'}")
