@@ -1,6 +1,9 @@
 """The arrows between the parts (docs/architecture.md): no import cycle between modules, parts
 import only downstream, and nothing outside sandbox/ and worker/runtime.py reaches the sandbox's
-internals (only `evoforge.sandbox` itself: make_sandbox and the result types)."""
+internals (only `evoforge.sandbox` itself: make_sandbox and the result types).
+
+The Python API's facade modules (evoforge/python_api.py, evoforge/client.py) sit on top: they
+may import any part, and no part imports them, except the remote CLI, which uses the client."""
 from __future__ import annotations
 
 import ast
@@ -19,6 +22,9 @@ ALLOWED = {
     "evolution": set(),
     "migrations": {"db"},
 }
+FACADE = ("python_api", "client")  # evoforge/<name>.py
+ALLOWED.update({name: set(PARTS) | set(FACADE) for name in FACADE})
+ALLOWED["cli"] = ALLOWED["cli"] | {"client"}
 
 
 def _modules() -> dict[str, Path]:
@@ -27,6 +33,9 @@ def _modules() -> dict[str, Path]:
         for path in (ROOT / part).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             mods[name.removesuffix(".__init__")] = path
+    for name in FACADE:
+        if (ROOT / "evoforge" / f"{name}.py").is_file():
+            mods[name] = ROOT / "evoforge" / f"{name}.py"
     return mods
 
 
