@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from evoforge.api import dashboard, fastpath, guards
 from evoforge.api.deps import AppState, reject_unknown_query
 from evoforge.api.metrics import LatencyMiddleware, Metrics
-from evoforge.api.routers import campaigns, endpoints, programs, system, tasks
+from evoforge.api.routers import campaigns, endpoints, problems, programs, system, tasks
 from evoforge.api.services import Conflict, NotFound
 from evoforge.api.services.runner import BrokerRunner, InProcessRunner, NullRunner
 from evoforge.worker.campaign_service import SpecError
@@ -44,7 +44,8 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     execute: False stores campaigns without running them (tests, read-only replicas).
     allowed_hosts / allowed_origins: Host names and browser origins served besides loopback and
         this server itself (None reads $EVOFORGE_ALLOWED_HOSTS / $EVOFORGE_ALLOWED_ORIGINS).
-    max_body_bytes: request body limit (None reads $EVOFORGE_MAX_BODY_BYTES, default 4 MiB).
+    max_body_bytes: request body limit (None reads $EVOFORGE_MAX_BODY_BYTES, default 4 MiB),
+        of every route but the problem upload's (8 MiB: evaluators/openevolve/package.py).
         See api/guards.py.
     """
     from evoforge.db.engine import default_url, session_factory, upgrade
@@ -79,14 +80,16 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
                   description="LLM-driven program evolution as a service. Send "
                               "`Authorization: Bearer <key>`; see docs/api.md.")
     app.state.evo = state
-    for r in (campaigns.router, programs.router, tasks.router, system.router, endpoints.router):
+    for r in (campaigns.router, problems.router, programs.router, tasks.router, system.router,
+              endpoints.router):
         app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
     _add_error_handlers(app)
     fastpath.install(app, state)  # cache hits of /elites and /programs (inside the metrics)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     # Added last, so it runs first: refused requests are never authenticated, routed or read.
     app.add_middleware(guards.EdgeGuard, bind_host=bind_host, **guards.edge_settings(
-        allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, max_body_bytes=max_body_bytes))
+        allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, max_body_bytes=max_body_bytes,
+        route_limits={("POST", API_PREFIX + problems.UPLOAD_PATH): problems.MAX_UPLOAD_BYTES}))
     guards.mount_docs(app)
     dashboard.mount(app)
     return app

@@ -13,6 +13,9 @@ outside the others: a refused request is never authenticated, routed or read.
   `Sec-Fetch-Site: cross-site` or the `Referer` is foreign. No such header (curl, scripts): served.
 - Body size: `Content-Length` over the limit is refused up front; a chunked body is counted
   while it is read and cut at the limit. 413 with a JSON `detail`, before any key is checked.
+  A route may have its own limit (`route_limits`: `POST /api/v1/problems` takes a problem
+  archive up to evaluators/openevolve/package.py's MAX_UPLOAD_BYTES); every other route keeps
+  the server's.
 - Headers: `X-Content-Type-Options: nosniff`, `Referrer-Policy`, `X-Frame-Options` on every
   response; HTML gets the dashboard's Content-Security-Policy (no inline script),
   everything else a policy that allows nothing and no framing. A route that sets its own CSP
@@ -114,7 +117,8 @@ def normalize_origin(url: str) -> tuple[str, str, int]:
 
 
 def edge_settings(*, allowed_hosts: Iterable[str] | None, allowed_origins: Iterable[str] | None,
-                  max_body_bytes: int | None) -> dict:
+                  max_body_bytes: int | None,
+                  route_limits: dict[tuple[str, str], int] | None = None) -> dict:
     """`EdgeGuard`'s settings: the given values, else the environment's. Checked here, when the
     app is built (Starlette builds middleware lazily), so a bad value stops `serve` at once."""
     origins = env_list(ALLOWED_ORIGINS_ENV) if allowed_origins is None else list(allowed_origins)
@@ -124,7 +128,8 @@ def edge_settings(*, allowed_hosts: Iterable[str] | None, allowed_origins: Itera
     if limit < 0:
         raise ValueError("the request body limit must be >= 0 bytes")
     return {"allowed_hosts": env_list(ALLOWED_HOSTS_ENV) if allowed_hosts is None else list(allowed_hosts),
-            "allowed_origins": origins, "max_body_bytes": limit}
+            "allowed_origins": origins, "max_body_bytes": limit,
+            "route_limits": dict(route_limits or {})}
 
 
 # -- the middleware ---------------------------------------------------------------------------
@@ -144,9 +149,11 @@ def _header(scope, name: bytes) -> str | None:
 class EdgeGuard:
     def __init__(self, app, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  allowed_hosts: Iterable[str] | None = None, bind_host: str | None = None,
-                 allowed_origins: Iterable[str] = ()):
+                 allowed_origins: Iterable[str] = (),
+                 route_limits: dict[tuple[str, str], int] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.route_limits = dict(route_limits or {})  # (METHOD, exact path) -> bytes
         self.hosts = host_names(allowed_hosts, bind_host)
         self.origins = frozenset(normalize_origin(o) for o in allowed_origins)
 
@@ -188,14 +195,17 @@ class EdgeGuard:
             return 403, "cross-origin request refused: the Referer is not this server (no Origin sent)"
         return None
 
+    def limit_of(self, scope) -> int:
+        return self.route_limits.get((scope["method"], scope["path"]), self.max_body_bytes)
+
     def check_length(self, scope) -> tuple[int, str] | None:
         value = _header(scope, b"content-length")
-        if value is not None and value.strip().isdigit() and int(value) > self.max_body_bytes:
-            return 413, self.too_large()
+        if value is not None and value.strip().isdigit() and int(value) > self.limit_of(scope):
+            return 413, self.too_large(self.limit_of(scope))
         return None
 
-    def too_large(self) -> str:
-        limit = self.max_body_bytes
+    def too_large(self, limit: int | None = None) -> str:
+        limit = self.max_body_bytes if limit is None else limit
         size = f"{limit / MiB:g} MiB" if limit % (MiB // 4) == 0 else f"{limit} bytes"
         return f"request body too large: the limit is {size}"
 
@@ -209,13 +219,14 @@ class EdgeGuard:
         received = 0
         started = False
         overflow = False
+        limit = self.limit_of(scope)
 
         async def limited_receive():
             nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     overflow = True
                     raise BodyTooLarge
             return message
@@ -233,7 +244,7 @@ class EdgeGuard:
             await self.app(scope, limited_receive, headed_send)
         except BodyTooLarge:
             if not started:
-                await _refuse(send, 413, self.too_large())
+                await _refuse(send, 413, self.too_large(limit))
 
 
 def _with_security_headers(headers) -> list:

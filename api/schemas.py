@@ -62,13 +62,15 @@ class StrictBody(BaseModel):
 
 
 class CampaignCreate(StrictBody, CampaignSpec):
-    """A new campaign: the task, its params, the seed program (default: the task's), the mutator
+    """A new campaign: the task, its params, the seed program (default: the task's), or instead a
+    stored `problem` (its id; its config gives the defaults of the fields not given), the mutator
     (`local` AST mutator, or `llm` with an OpenAI-compatible base URL and weighted models), the
     MAP-Elites archive, the budget and an optional cron schedule."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"task": "circle_packing", "params": {"n": 26}, "seed": 0, "parallel": 4,
-         "budget": {"max_evaluations": 80}}]})
+         "budget": {"max_evaluations": 80}},
+        {"problem": "5f0c" + "0" * 60, "budget": {"max_evaluations": 21}}]})
 
 
 class ScheduleUpdate(StrictBody, Schedule):
@@ -91,6 +93,7 @@ class CampaignPublic(BaseModel):
     name: str
     task: str
     params: dict[str, Any]
+    problem: str | None = Field(None, description="The stored problem it runs (its id), or null.")
     status: CampaignStatus
     seed: int
     parallel: int
@@ -204,6 +207,37 @@ class LineagePublic(BaseModel):
     ancestors: list[LineageEntryPublic] = Field(
         description="The program itself first, then its parent, ... up to the seed or the depth limit.")
     truncated: bool
+
+
+class ProblemFilePublic(BaseModel):
+    path: str = Field(description="Relative POSIX path in the problem directory.")
+    bytes: int
+
+
+class ProblemFileTextPublic(ProblemFilePublic):
+    text: str
+
+
+class ProblemSummaryPublic(BaseModel):
+    id: str = Field(description="The problem's id: the sha256 of its content (64 hex digits).")
+    name: str
+    layout: Literal["openevolve", "native"]
+    seed: str = Field(description="The seed program's path.")
+    evaluator: str = Field(description="The evaluator's path.")
+    requirements: list[str]
+    file_count: int
+    size_bytes: int
+    created_at: datetime | None
+
+
+class ProblemPublic(ProblemSummaryPublic):
+    files: list[ProblemFilePublic]
+    config: dict[str, Any] = Field(description="OpenEvolve-shaped config (secret keys dropped unread).")
+    stages: list[str] | None = Field(description="The native layout's cascade (null: by the "
+                                                 "functions the evaluator defines).")
+    report: dict[str, Any] = Field(description="skipped files, ignored_secrets, unsupported "
+                                               "config keys and notes.")
+    campaigns: int = Field(description="Campaigns that run it (it cannot be deleted while any do).")
 
 
 class TaskPublic(BaseModel):

@@ -159,10 +159,27 @@ class _Settings(BaseModel):
     schedule: Schedule | None = None
 
 
+DIGEST = r"^[0-9a-f]{64}$"
+
+
 class CampaignSpec(_Settings):
-    """A campaign as asked for."""
+    """A campaign as asked for: a task (with its params and an optional seed program), or a
+    stored problem by its id (worker/problem_service.py turns it into the task's spec)."""
+    task: str | None = Field(None, min_length=1, max_length=100)
+    problem: str | None = Field(None, pattern=DIGEST,
+                                description="A stored problem's id (POST /api/v1/problems): its "
+                                            "config gives the defaults, the fields given here "
+                                            "override them.")
     program: str | None = Field(None, max_length=1_000_000, description="Seed program source.")
     archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
+
+    @model_validator(mode="after")
+    def _task_or_problem(self) -> "CampaignSpec":
+        if (self.task is None) == (self.problem is None):
+            raise ValueError("give task or problem, exactly one of them")
+        if self.problem is not None and self.program is not None:
+            raise ValueError("program cannot be given with problem: the problem has its seed program")
+        return self
 
 
 class ArchiveConfig(ArchiveSpec):
@@ -181,7 +198,9 @@ class CampaignConfig(_Settings):
 
     @classmethod
     def create(cls, spec: CampaignSpec, dims: list[FeatureDim]) -> "CampaignConfig":
-        fields = spec.model_dump(exclude={"program", "archive"})
+        if spec.task is None:
+            raise ValueError("a problem's spec is resolved to its task first (worker/problem_service.py)")
+        fields = spec.model_dump(exclude={"program", "archive", "problem"})
         archive = ArchiveConfig(**spec.archive.model_dump(), dims=dims)
         return cls(**fields, archive=archive)
 

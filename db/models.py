@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint, false)
+                        String, Text, UniqueConstraint, false, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -86,6 +86,41 @@ class Campaign(Base):
     seed_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The bookkeeping campaign of ad-hoc evaluations (worker/evaluate.py): never listed.
     adhoc: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The stored problem it runs (its files are loaded from there by the worker); a problem in
+    # use cannot be deleted.
+    problem_id: Mapped[int | None] = mapped_column(
+        ForeignKey("problem.id", ondelete="RESTRICT", name="fk_campaign_problem_id"),
+        nullable=True, index=True)
+
+
+class Problem(Base):
+    """A user's problem directory, content-addressed (evaluators/openevolve/package.py): one row
+    per (project, digest), so uploading the same content again finds the same row. `files` holds
+    what the sandbox gets (never a config or a secret-looking file); `config` the OpenEvolve-shaped
+    config with secret keys dropped; `report` what was left out and why."""
+
+    __tablename__ = "problem"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"),
+                                                   index=True, nullable=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    layout: Mapped[str] = mapped_column(String(20))
+    seed_path: Mapped[str] = mapped_column(String(500))
+    evaluator_path: Mapped[str] = mapped_column(String(500))
+    files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stages: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    requirements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# One row per content and project (open mode's problems have no project: 0 stands for it).
+Index("uq_problem_project_digest", func.coalesce(Problem.project_id, 0), Problem.digest,
+      unique=True)
 
 
 class Program(Base):

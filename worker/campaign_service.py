@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.db.campaign_config import Budget, CampaignConfig, CampaignSpec
@@ -108,8 +109,17 @@ def archive_dims(spec: CampaignSpec, task: Task, params: Any, seed_code: str) ->
 
 def create_campaign(sessions: sessionmaker[Session], spec: CampaignSpec, *,
                     project_id: int | None = None, status: str = "queued",
-                    adhoc: bool = False) -> Campaign:
+                    adhoc: bool = False, problem_id: int | None = None) -> Campaign:
+    """Store a campaign. A spec naming a stored problem (`spec.problem`) is resolved here, in
+    `project_id`'s scope, unless the caller did it (`problem_id`: the row the resolved spec's
+    params name, worker/problem_service.py `spec_for_campaign`)."""
+    if spec.problem is not None:
+        from evoforge.worker.problem_service import spec_for_campaign
+        resolved = spec_for_campaign(sessions, Scope(project_id), spec)
+        spec, problem_id = resolved.spec, resolved.problem_id
     task, params = resolve(spec)
+    if getattr(params, "problem", None) is not None and problem_id is None:
+        raise SpecError('a stored problem runs as {"problem": ID}, not through params.problem')
     seed_code = spec.program if spec.program is not None else task.seed_program(params)
     if not seed_code.strip():
         raise SpecError("the seed program is empty")
@@ -119,9 +129,14 @@ def create_campaign(sessions: sessionmaker[Session], spec: CampaignSpec, *,
         params=params.model_dump(mode="json"), task_key=task_key(task, params), status=status,
         seed=spec.seed, parallel=spec.parallel, islands=spec.archive.islands,
         config=config.document(), seed_program=seed_code, adhoc=adhoc,
-        max_evaluations=spec.budget.max_evaluations)
-    with sessions.begin() as s:
-        s.add(campaign)
+        max_evaluations=spec.budget.max_evaluations, problem_id=problem_id)
+    try:
+        with sessions.begin() as s:
+            s.add(campaign)
+    except IntegrityError:
+        if problem_id is None:
+            raise
+        raise SpecError("the problem was deleted meanwhile") from None
     return campaign
 
 
@@ -242,6 +257,8 @@ def describe(c: Campaign) -> dict[str, Any]:
         elapsed = max(0.0, (end - utc(c.started_at)).total_seconds())
     return {
         "id": c.id, "campaign_id": c.id, "name": c.name, "task": c.task, "params": c.params or {},
+        # the stored problem's id: its digest, which the params of its campaigns carry
+        "problem": (c.params or {}).get("problem") if c.problem_id is not None else None,
         "status": c.status, "seed": c.seed, "parallel": c.parallel, "islands": c.islands,
         "sandbox": config.sandbox, "mutator": config.mutator.model_dump(mode="json"),
         "archive": config.archive.model_dump(mode="json", exclude={"dims"}),

@@ -108,11 +108,18 @@ class SeedMutator:
 def make_mutator(spec: CampaignConfig, task: Any, params: Any, store: CampaignStore,
                  sessions: sessionmaker[Session], campaign_id: int, *,
                  operator_url: str | None = None) -> Mutator:
+    # The candidates' language (an OpenEvolve problem's `language`): how they are edited, fenced
+    # in prompts and checked (only Python is parsed).
+    language = str(getattr(params, "language", None) or "python")
     if spec.mutator.kind == "local":
         from evoforge.evolution.ast_mutator import LocalASTMutator
-        return LocalASTMutator()
+        return LocalASTMutator(language=language)
     from evoforge.worker.llm import make_llm_mutator
-    return make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
+    mutator = make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
+    if hasattr(mutator, "config"):
+        import dataclasses
+        mutator.config = dataclasses.replace(mutator.config, language=language)
+    return mutator
 
 
 @dataclass
@@ -136,9 +143,15 @@ class Runtime:
                 raise campaign_not_found(campaign_id)
             spec = CampaignConfig.load(c)
             seed, islands, seed_code = c.seed, c.islands, c.seed_program
-            raw_params = c.params
+            raw_params, problem_id = c.params, c.problem_id
         task = get_task(spec.task)
         params = parse_params(task, raw_params)
+        if problem_id is not None and getattr(params, "problem", None):
+            # A stored problem's campaign: its params name the content (files={}); the files
+            # come from the database, in memory only (worker/problem_service.py).
+            from evoforge.worker.problem_service import problem_files
+            params = params.model_copy(
+                update={"files": problem_files(sessions, problem_id, params.problem)})
         hook = getattr(task, "relative_features", None)  # optional: see evaluators.base.Task
         if sandbox is None:
             sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)

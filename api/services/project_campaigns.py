@@ -15,6 +15,7 @@ from evoforge.db.campaign_config import CampaignSpec, Schedule
 from evoforge.db.campaign_rows import FINAL, set_status
 from evoforge.db.models import Campaign
 from evoforge.worker import campaign_service as service
+from evoforge.worker import problem_service
 from evoforge.worker.campaign_service import (CampaignNotFound, SpecError, TransitionRefused,
                                               describe)
 
@@ -39,11 +40,18 @@ public = describe  # the one campaign-to-dict
 
 
 def create(sessions: sessionmaker[Session], principal: Principal, spec: CampaignSpec, runner) -> int:
+    problem_id = None
+    if spec.problem is not None:  # the problem's defaults first: the checks see the whole spec
+        try:  # (the requirements are checked in the campaign's sandbox: a thread of the pool)
+            resolved = problem_service.spec_for_campaign(sessions, scope_of(principal), spec)
+        except problem_service.ProblemNotFound as exc:
+            raise NotFound(str(exc)) from None
+        spec, problem_id = resolved.spec, resolved.problem_id
     check_mutator(sessions, principal, spec)  # LLM endpoints are the operator's (llm_access.py)
     with quotas.admit_create(sessions, principal, spec):  # 429/403 beyond a quota
         try:
             c = service.create_campaign(sessions, spec, project_id=principal.project_id,
-                                        status="queued")
+                                        status="queued", problem_id=problem_id)
         except SpecError:
             raise
         except (ValueError, TypeError) as exc:  # e.g. a seed program the archive cannot size

@@ -50,14 +50,16 @@ def _described(url: str) -> dict:
 def _sqlite_master(url: str) -> dict:
     """sqlite_master, with each CREATE TABLE's clauses as a set: create_all lists a table's
     UNIQUE and FOREIGN KEY clauses in another order than the migrations (no effect in SQLite:
-    the only unique constraint of a table gets the same automatic index either way)."""
+    the only unique constraint of a table gets the same automatic index either way, and a
+    foreign key is enforced the same wherever its clause is)."""
     con = sqlite3.connect(_path(url))
     try:
         rows = con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
         pragmas = {}
         for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             pragmas[name] = (con.execute(f"PRAGMA table_xinfo('{name}')").fetchall(),
-                             sorted(con.execute(f"PRAGMA foreign_key_list('{name}')").fetchall()),
+                             # without `id`: it numbers the keys in the order of their clauses
+                             sorted(r[2:] for r in con.execute(f"PRAGMA foreign_key_list('{name}')")),
                              # without `seq`, the order the indexes were created in
                              sorted(r[1:] for r in con.execute(f"PRAGMA index_list('{name}')")))
         data = {name: sorted(con.execute(f"SELECT * FROM '{name}'").fetchall())
@@ -68,7 +70,9 @@ def _sqlite_master(url: str) -> dict:
     for kind, name, tbl, sql in rows:
         if sql is not None and kind == "table":
             body = sql[sql.index("(") + 1:sql.rindex(")")]
-            sql = (sql[:sql.index("(")].strip(),
+            # A table rebuilt by a batch migration is renamed into place: SQLite writes the
+            # new name quoted (CREATE TABLE "campaign"), the same table.
+            sql = (sql[:sql.index("(")].strip().replace(f'"{name}"', name),
                    frozenset(re.sub(r"\s+", " ", c).strip() for c in _clauses(body)))
         elif sql is not None:
             sql = re.sub(r"\s+", " ", sql).strip()
