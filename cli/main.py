@@ -26,6 +26,14 @@ for command in (results.tasks, run.run, results.eval_cmd, results.campaigns, res
                 services.beat):
     main.add_command(command)
 
+from evoforge.cli.newtask import new_task  # noqa: E402  (evoforge new-task: a task plugin)
+
+main.add_command(new_task)
+
+from evoforge.cli.remote import remote  # noqa: E402  (evoforge remote: a server's client)
+
+main.add_command(remote)
+
 
 if __name__ == "__main__":
     main()
