@@ -5,7 +5,7 @@ import logging
 
 import click
 
-from evoforge.cli import admin, openevolve, results, run, services
+from evoforge.cli import admin, newtask, openevolve, remote, results, run, services
 from evoforge.cli.common import SafeGroup
 from evoforge.cli.term import SafeFormatter
 
@@ -23,16 +23,8 @@ def main(verbose: int) -> None:
 
 for command in (results.tasks, run.run, results.eval_cmd, results.campaigns, results.best,
                 admin.db, admin.serve, admin.apikey, openevolve.openevolve, services.worker,
-                services.beat):
+                services.beat, newtask.new_task, remote.remote):
     main.add_command(command)
-
-from evoforge.cli.newtask import new_task  # noqa: E402  (evoforge new-task: a task plugin)
-
-main.add_command(new_task)
-
-from evoforge.cli.remote import remote  # noqa: E402  (evoforge remote: a server's client)
-
-main.add_command(remote)
 
 
 if __name__ == "__main__":
