@@ -1,6 +1,7 @@
 """The web dashboard, mounted by `api.app.create_app` through `mount(app)`.
 
-Pages: `/` (campaigns), `/campaigns/{id}`, `/programs/{id}`; assets under `/dashboard/static`
+Pages: `/` (campaigns), `/campaigns/{id}`, `/programs/{id}`, `/problems` (list and upload),
+`/problems/{id}` (files, config, a campaign form); assets under `/dashboard/static`
 (from this package) and `/dashboard/vendor/plotly.min.js` (from the installed plotly package);
 read-only aggregates under `/dashboard-api`. See docs/dashboard.md.
 """

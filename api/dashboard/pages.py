@@ -21,6 +21,12 @@ def asset_version() -> str:
     return h.hexdigest()[:10]
 
 
+NAV = (("campaigns", "/", "Campaigns"), ("problems", "/problems", "Problems"))
+HIGHLIGHTED = frozenset(("program", "problem"))   # pages that show Pygments HTML
+SANDBOX_OPTIONS = ('<option value="fork" selected>fork (default)</option>'
+                   '<option value="subprocess">subprocess</option><option value="docker">docker</option>')
+
+
 def _asset(name: str) -> str:
     return f"{STATIC_URL}/{name}?v={asset_version()}"
 
@@ -29,7 +35,8 @@ def layout(*, title: str, page: str, body: str, scripts: list[str], data: dict[s
            nav: str = "campaigns") -> str:
     attrs = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in (data or {}).items())
     script_tags = "\n".join(f'<script src="{_asset(s)}" defer></script>' for s in ["common.js", *scripts])
-    current = ' aria-current="page"' if nav == "campaigns" else ""
+    current = ' aria-current="page"'
+    links = "".join(f'<a href="{href}"{current if nav == key else ""}>{label}</a>' for key, href, label in NAV)
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -38,14 +45,14 @@ def layout(*, title: str, page: str, body: str, scripts: list[str], data: dict[s
 <title>{escape(title)} · EvoForge</title>
 <link rel="icon" href="{_asset('favicon.svg')}" type="image/svg+xml">
 <link rel="stylesheet" href="{_asset('dashboard.css')}">
-{'<link rel="stylesheet" href="/dashboard/pygments.css?v=' + asset_version() + '">' if page == "program" else ""}
+{'<link rel="stylesheet" href="/dashboard/pygments.css?v=' + asset_version() + '">' if page in HIGHLIGHTED else ""}
 {script_tags}
 </head>
 <body data-page="{escape(page)}"{attrs}>
 <a class="skip" href="#main">Skip to content</a>
 <header class="topbar">
   <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>EvoForge</a>
-  <nav aria-label="Main"><a href="/"{current}>Campaigns</a><a href="/docs">API docs</a></nav>
+  <nav aria-label="Main">{links}<a class="nav-docs" href="/docs">API docs</a></nav>
   <div class="auth" id="auth-state" aria-live="polite"></div>
 </header>
 <main id="main" tabindex="-1">
@@ -71,35 +78,9 @@ def layout(*, title: str, page: str, body: str, scripts: list[str], data: dict[s
 </html>"""
 
 
-def campaigns_page() -> str:
-    body = """
-<div class="page-head">
-  <div><h1>Campaigns</h1><p class="sub" id="list-summary">Loading…</p></div>
-  <a class="btn primary jump" href="#new-title" id="jump-new">New campaign</a>
-</div>
-<div class="split">
-  <section aria-labelledby="list-title" class="list-col">
-    <h2 id="list-title" class="visually-hidden">All campaigns</h2>
-    <div id="campaign-list" class="cards" aria-busy="true"><div class="skeleton"></div><div class="skeleton"></div></div>
-  </section>
-  <aside class="card form-card" aria-labelledby="new-title">
-    <h2 id="new-title">New campaign</h2>
-    <form id="new-campaign" novalidate>
-      <div class="field"><label for="f-task">Task</label>
-        <select id="f-task" name="task" required><option value="">Loading tasks…</option></select>
-        <p class="hint" id="f-task-hint"></p></div>
-      <fieldset id="f-params" class="params"><legend>Task parameters</legend></fieldset>
-      <div class="field"><label for="f-name">Name <span class="opt">(optional)</span></label>
-        <input id="f-name" name="name" maxlength="200" autocomplete="off"></div>
-      <div class="grid3">
-        <div class="field"><label for="f-budget">Evaluations</label>
-          <input id="f-budget" name="max_evaluations" type="number" min="1" max="10000000" step="1" value="200" required></div>
-        <div class="field"><label for="f-parallel">Parallel</label>
-          <input id="f-parallel" name="parallel" type="number" min="1" max="256" step="1" value="2" required></div>
-        <div class="field"><label for="f-seed">Seed</label>
-          <input id="f-seed" name="seed" type="number" min="0" max="2147483647" step="1" value="0" required></div>
-      </div>
-      <div class="field"><label for="f-mutator">Mutator</label>
+# The mutator choice and LLM settings, shared by the new-campaign forms of `/` and `/problems/{id}`
+# (static/form.js reads them).
+LLM_FIELDS = """      <div class="field"><label for="f-mutator">Mutator</label>
         <select id="f-mutator" name="mutator">
           <option value="local" selected>Local (AST mutations, no LLM)</option>
           <option value="llm">LLM (OpenAI-compatible endpoint)</option>
@@ -128,7 +109,38 @@ def campaigns_page() -> str:
         </div>
         <p class="hint" id="f-llm-hint">No API key or URL here: the operator declares each endpoint, its
           key and its prices on the server (<code>EVOFORGE_LLM_ENDPOINTS</code>); keys never go through the API.</p>
-      </fieldset>
+      </fieldset>"""
+
+
+def campaigns_page() -> str:
+    body = f"""
+<div class="page-head">
+  <div><h1>Campaigns</h1><p class="sub" id="list-summary">Loading…</p></div>
+  <a class="btn primary jump" href="#new-title" id="jump-new">New campaign</a>
+</div>
+<div class="split">
+  <section aria-labelledby="list-title" class="list-col">
+    <h2 id="list-title" class="visually-hidden">All campaigns</h2>
+    <div id="campaign-list" class="cards" aria-busy="true"><div class="skeleton"></div><div class="skeleton"></div></div>
+  </section>
+  <aside class="card form-card" aria-labelledby="new-title">
+    <h2 id="new-title">New campaign</h2>
+    <form id="new-campaign" novalidate>
+      <div class="field"><label for="f-task">Task</label>
+        <select id="f-task" name="task" required><option value="">Loading tasks…</option></select>
+        <p class="hint" id="f-task-hint"></p></div>
+      <fieldset id="f-params" class="params"><legend>Task parameters</legend></fieldset>
+      <div class="field"><label for="f-name">Name <span class="opt">(optional)</span></label>
+        <input id="f-name" name="name" maxlength="200" autocomplete="off"></div>
+      <div class="grid3">
+        <div class="field"><label for="f-budget">Evaluations</label>
+          <input id="f-budget" name="max_evaluations" type="number" min="1" max="10000000" step="1" value="200" required></div>
+        <div class="field"><label for="f-parallel">Parallel</label>
+          <input id="f-parallel" name="parallel" type="number" min="1" max="256" step="1" value="2" required></div>
+        <div class="field"><label for="f-seed">Seed</label>
+          <input id="f-seed" name="seed" type="number" min="0" max="2147483647" step="1" value="0" required></div>
+      </div>
+{LLM_FIELDS}
       <details class="more"><summary>More budget &amp; archive options</summary>
         <div class="grid3">
           <div class="field"><label for="f-seconds">Max seconds</label>
@@ -144,16 +156,21 @@ def campaigns_page() -> str:
     </form>
   </aside>
 </div>"""
-    return layout(title="Campaigns", page="campaigns", body=body, scripts=["campaigns.js"])
+    return layout(title="Campaigns", page="campaigns", body=body, scripts=["form.js", "campaigns.js"])
 
 
 def campaign_page(campaign_id: int) -> str:
     body = f"""
 <nav class="crumbs" aria-label="Breadcrumb"><a href="/">Campaigns</a><span aria-hidden="true">/</span><span id="crumb">#{campaign_id}</span></nav>
 <div class="page-head">
-  <div><h1 id="c-title">Campaign #{campaign_id}</h1><p class="sub" id="c-sub">Loading…</p></div>
+  <div><h1 id="c-title">Campaign #{campaign_id}</h1><p class="sub" id="c-sub">Loading…</p>
+    <p class="sub" id="c-problem" hidden>Problem <a id="c-problem-link" href="/problems"></a></p></div>
   <div class="actions" id="c-actions"></div>
 </div>
+<section class="failure" id="c-failure" role="alert" aria-labelledby="failure-title" hidden>
+  <h2 id="failure-title">This campaign failed</h2>
+  <pre class="block err" id="c-error"></pre>
+</section>
 <section class="tiles" id="c-tiles" aria-label="Progress"></section>
 <div class="progress big" id="c-progress" role="progressbar" aria-label="Budget used" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span></span></div>
 <p class="live" id="c-live" aria-live="polite"></p>
@@ -216,7 +233,120 @@ def program_page(program_id: int) -> str:
                   scripts=["program.js"], data={"program-id": str(program_id)})
 
 
-def not_found_page(message: str) -> str:
+def problems_page() -> str:
+    # The server's limits, checked in the browser first (a folder's JSON body or an archive).
+    from evoforge.evaluators.openevolve.package import MAX_FILE_BYTES, MAX_UPLOAD_BYTES
+
+    body = f"""
+<div class="page-head">
+  <div><h1>Problems</h1><p class="sub" id="list-summary">Loading…</p></div>
+  <a class="btn primary jump" href="#upload-title" id="jump-upload">Upload a problem</a>
+</div>
+<div class="split">
+  <section aria-labelledby="list-title" class="list-col">
+    <h2 id="list-title" class="visually-hidden">All problems</h2>
+    <div id="problem-list" class="cards" aria-busy="true"><div class="skeleton"></div></div>
+  </section>
+  <aside class="card form-card" aria-labelledby="upload-title">
+    <h2 id="upload-title">Upload a problem</h2>
+    <p class="hint para">OpenEvolve's layout (<code>initial_program.py</code>, <code>evaluator.py</code>, optional
+      <code>config.yaml</code>, <code>requirements.txt</code> and the files the evaluator reads) or the
+      native <code>evoforge.toml</code>. The same content uploaded again is the same problem.</p>
+    <form id="upload" novalidate>
+      <div class="field"><label for="u-folder">A folder</label>
+        <input id="u-folder" name="folder" type="file" webkitdirectory multiple>
+        <p class="hint">Read in this browser: hidden and <code>__pycache__</code> entries are left out,
+          binary files and files over {MAX_FILE_BYTES >> 20} MiB are skipped and listed.</p></div>
+      <div class="field"><label for="u-archive">…or an archive</label>
+        <input id="u-archive" name="archive" type="file" accept=".zip,.tar,.tar.gz,.tgz"></div>
+      <div id="u-summary" class="upload-summary" aria-live="polite" hidden></div>
+      <div class="pair">
+        <div class="field"><label for="u-name">Name <span class="opt">(optional)</span></label>
+          <input id="u-name" name="name" maxlength="200" autocomplete="off"></div>
+        <div class="field"><label for="u-sandbox">Sandbox</label>
+          <select id="u-sandbox" name="sandbox">{SANDBOX_OPTIONS}</select></div>
+      </div>
+      <p class="hint para">Requirements (<code>requirements.txt</code>) are checked against this sandbox's Python.</p>
+      <div id="u-error" class="form-error" role="alert" hidden></div>
+      <button type="submit" class="btn primary wide" id="u-submit" disabled>Upload</button>
+    </form>
+  </aside>
+</div>"""
+    return layout(title="Problems", page="problems", body=body, scripts=["problems.js"], nav="problems",
+                  data={"max-file-bytes": str(MAX_FILE_BYTES), "max-upload-bytes": str(MAX_UPLOAD_BYTES)})
+
+
+def problem_page(problem_id: str) -> str:
+    short = escape(problem_id[:12])
+    body = f"""
+<nav class="crumbs" aria-label="Breadcrumb"><a href="/problems">Problems</a><span aria-hidden="true">/</span><span id="crumb">{short}</span></nav>
+<div class="page-head">
+  <div><h1 id="q-title">Problem {short}</h1><p class="sub" id="q-sub">Loading…</p></div>
+  <div class="actions"><button class="btn danger" type="button" id="q-delete" disabled>Delete</button></div>
+</div>
+<p class="note" id="q-note" role="status" hidden></p>
+<section class="tiles six" id="q-tiles" aria-label="Summary"></section>
+<div class="program-grid">
+  <div class="program-main">
+    <section class="card" aria-labelledby="files-title">
+      <div class="card-head"><h2 id="files-title">Files</h2><span class="hint" id="file-meta"></span></div>
+      <div class="files">
+        <ul id="file-list" class="file-list" aria-label="Files of the problem"></ul>
+        <div id="file-view" class="code"><p class="empty">Loading…</p></div>
+      </div>
+    </section>
+    <section class="card" aria-labelledby="config-title">
+      <div class="card-head"><h2 id="config-title">Config</h2>
+        <div class="seg" role="group" aria-label="Config format">
+          <button class="btn small" type="button" id="cfg-yaml" aria-pressed="true">YAML</button>
+          <button class="btn small" type="button" id="cfg-json" aria-pressed="false">JSON</button></div></div>
+      <div id="config-view" class="code"><p class="empty">Loading…</p></div>
+    </section>
+  </div>
+  <div class="program-side">
+    <section class="card form-card" aria-labelledby="new-title">
+      <h2 id="new-title">Start a campaign</h2>
+      <form id="new-campaign" novalidate>
+        <div class="field"><label for="f-name">Name <span class="opt">(optional)</span></label>
+          <input id="f-name" name="name" maxlength="200" autocomplete="off"></div>
+        <div class="grid3">
+          <div class="field"><label for="f-iterations">Iterations</label>
+            <input id="f-iterations" name="iterations" type="number" min="0" max="9999999" step="1" required></div>
+          <div class="field"><label for="f-parallel">Parallel</label>
+            <input id="f-parallel" name="parallel" type="number" min="1" max="256" step="1" placeholder="config"></div>
+          <div class="field"><label for="f-seed">Seed</label>
+            <input id="f-seed" name="seed" type="number" min="0" max="2147483647" step="1" placeholder="config"></div>
+        </div>
+        <p class="hint para">Iterations are mutations after the seed program (the budget is iterations + 1
+          evaluations). Empty fields take the problem's config.</p>
+{LLM_FIELDS}
+        <details class="more"><summary>Sandbox, time limit &amp; schedule</summary>
+          <div class="pair">
+            <div class="field"><label for="f-sandbox">Sandbox</label>
+              <select id="f-sandbox" name="sandbox">{SANDBOX_OPTIONS}</select></div>
+            <div class="field"><label for="f-seconds">Max seconds</label>
+              <input id="f-seconds" name="max_seconds" type="number" min="1" step="1" placeholder="none"></div>
+          </div>
+          <div class="pair">
+            <div class="field"><label for="f-cron">Schedule <span class="opt">(cron, UTC)</span></label>
+              <input id="f-cron" name="cron" maxlength="120" autocomplete="off" spellcheck="false" placeholder="0 3 * * *"></div>
+            <div class="field"><label for="f-per-run">Evaluations per run</label>
+              <input id="f-per-run" name="evaluations_per_run" type="number" min="1" max="10000000" step="1" value="100"></div>
+          </div>
+        </details>
+        <div id="form-error" class="form-error" role="alert" hidden></div>
+        <button type="submit" class="btn primary wide" id="f-submit" disabled>Create campaign</button>
+      </form>
+    </section>
+    <section class="card" aria-labelledby="req-title"><h2 id="req-title">Requirements</h2><div id="requirements"></div></section>
+    <section class="card" aria-labelledby="report-title"><h2 id="report-title">Upload report</h2><div id="report"></div></section>
+  </div>
+</div>"""
+    return layout(title=f"Problem {problem_id[:12]}", page="problem", body=body, nav="problems",
+                  scripts=["form.js", "problem.js"], data={"problem-id": problem_id})
+
+
+def not_found_page(message: str, nav: str = "campaigns") -> str:
     body = f"""<div class="page-head"><div><h1>Not found</h1><p class="sub">{escape(message)}</p></div></div>
 <p><a class="btn" href="/">Back to campaigns</a></p>"""
-    return layout(title="Not found", page="notfound", body=body, scripts=[])
+    return layout(title="Not found", page="notfound", body=body, scripts=[], nav=nav)

@@ -145,3 +145,24 @@ def program_page(s: Session, principal: Principal, program_id: int, *, depth: in
                          "best_score": c.best_score, "best_program_id": c.best_program_id},
             "code_html": highlight_python(program["code"]),
             "diff_html": highlight_diff(program["diff"])}
+
+
+def problem_page(sessions, principal: Principal, problem_id: str) -> dict[str, Any]:
+    """The problem (as GET /api/v1/problems/{id}) and its config as highlighted YAML and JSON."""
+    from evoforge.api.dashboard.highlight import highlight_config
+    from evoforge.api.services import problems as problems_svc
+
+    problem = problems_svc.detail(sessions, principal, problem_id)   # 404 if not the caller's
+    return {"problem": problem, "config_html": highlight_config(problem["config"])}
+
+
+def problem_file(sessions, principal: Principal, problem_id: str, path: str) -> dict[str, Any]:
+    """One file of the problem (as GET /api/v1/problems/{id}/files/{path}), highlighted by the
+    lexer its name implies, without its raw text (the page shows the HTML)."""
+    from evoforge.api.dashboard.highlight import highlight_file
+    from evoforge.api.services import problems as problems_svc
+
+    f = problems_svc.read_file(sessions, principal, problem_id, path)
+    html, language = highlight_file(f["path"], f["text"])
+    return {"path": f["path"], "bytes": f["bytes"], "lines": len(f["text"].splitlines()),
+            "language": language, "html": html}

@@ -1,23 +1,29 @@
-"""The dashboard: three HTML pages, their static assets, and two read-only data endpoints.
+"""The dashboard: five HTML pages, their static assets, and read-only data endpoints.
 
 Pages and assets need no key (they contain no data). The data endpoints under /dashboard-api use
 the API's own `principal` dependency, so they are scoped to the caller's project like /api/v1.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from evoforge.api.dashboard import pages
 from evoforge.api.dashboard.highlight import stylesheet
-from evoforge.api.dashboard.queries import campaign_overview, program_page
+from evoforge.api.dashboard.queries import campaign_overview, problem_file, problem_page, program_page
 from evoforge.api.deps import Auth, CampaignId, ProgramId, State
 from evoforge.api.schemas import MAX_ID
+from evoforge.db.campaign_config import DIGEST as DIGEST_PATTERN
 
 router = APIRouter(include_in_schema=False)
 NO_STORE = {"Cache-Control": "no-store"}
+DIGEST = re.compile(DIGEST_PATTERN.strip("^$"))   # a problem's id, for fullmatch ($ allows a "\n")
+ProblemId = Annotated[str, PathParam(pattern=DIGEST_PATTERN, description="Problem id.")]
 VENDOR_CACHE = {"Cache-Control": "public, max-age=86400"}
 
 
@@ -48,6 +54,19 @@ def program_html(program_id: str):
     if pid is None:
         return _page(pages.not_found_page(f"{program_id!r} is not a program id."), 404)
     return _page(pages.program_page(pid))
+
+
+@router.get("/problems", response_class=HTMLResponse)
+def problems_html():
+    return _page(pages.problems_page())
+
+
+@router.get("/problems/{problem_id}", response_class=HTMLResponse)
+def problem_html(problem_id: str):
+    if not DIGEST.fullmatch(problem_id):
+        return _page(pages.not_found_page(f"{problem_id[:80]!r} is not a problem id (64 hex digits).",
+                                          nav="problems"), 404)
+    return _page(pages.problem_page(problem_id))
 
 
 def plotly_path() -> Path | None:
@@ -93,6 +112,21 @@ def program(program_id: ProgramId, state: State, who: Auth,
     with state.sessions() as s:
         return Response(_json(program_page(s, who, program_id, depth=depth)),
                         media_type="application/json", headers=NO_STORE)
+
+
+@router.get("/dashboard-api/problems/{problem_id}")
+def problem(problem_id: ProblemId, state: State, who: Auth):
+    """The problem as GET /api/v1/problems/{id}, and its config highlighted as YAML and JSON."""
+    return Response(_json(problem_page(state.sessions, who, problem_id)), media_type="application/json",
+                    headers=NO_STORE)
+
+
+@router.get("/dashboard-api/problems/{problem_id}/files/{path:path}")
+def problem_file_html(problem_id: ProblemId, path: Annotated[str, PathParam(max_length=1000)],
+                      state: State, who: Auth):
+    """One file of the problem, highlighted (path, bytes, lines, language, html)."""
+    return Response(_json(problem_file(state.sessions, who, problem_id, path)),
+                    media_type="application/json", headers=NO_STORE)
 
 
 def _json(data) -> bytes:

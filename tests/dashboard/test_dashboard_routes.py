@@ -65,10 +65,33 @@ def test_pages_are_html_shells_without_data(client):
     assert r.status_code == 404 and "Not found" in r.text
 
 
+def test_problem_pages_and_navigation(client):
+    digest = "ab" * 32
+    r = client.get("/problems")
+    assert r.status_code == 200 and 'id="upload"' in r.text and "webkitdirectory" in r.text
+    assert '/dashboard/static/problems.js?v=' in r.text
+    r = client.get(f"/problems/{digest}")
+    assert r.status_code == 200 and f'data-problem-id="{digest}"' in r.text
+    assert "/dashboard/pygments.css" in r.text and "/dashboard/static/form.js?v=" in r.text
+    for bad in ("xyz", "AB" * 32, "ab" * 31, "ab" * 33, "%3Cscript%3E"):
+        r = client.get(f"/problems/{bad}")
+        assert r.status_code == 404 and "not a problem id" in r.text, bad
+        assert "<script>" not in r.text.split("</head>", 1)[1]      # the id is echoed escaped
+    # Every page links Problems in its navigation, and marks its own section as current.
+    for path, current in (("/", "/"), ("/campaigns/7", "/"), ("/programs/9", "/"),
+                          ("/problems", "/problems"), (f"/problems/{digest}", "/problems"),
+                          ("/campaigns/x", "/")):
+        nav = client.get(path).text.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+        assert '<a href="/problems"' in nav and '<a href="/"' in nav, path
+        assert f'<a href="{current}" aria-current="page">' in nav, path
+
+
 def test_assets_are_served_from_the_repository_and_installed_packages(client):
     page = client.get("/").text
-    for name in ("common.js", "campaigns.js", "dashboard.css", "favicon.svg"):
+    for name in ("common.js", "form.js", "campaigns.js", "dashboard.css", "favicon.svg"):
         assert f"/dashboard/static/{name}?v=" in page
+        assert client.get(f"/dashboard/static/{name}").status_code == 200
+    for name in ("problems.js", "problem.js", "campaign.js", "program.js"):
         assert client.get(f"/dashboard/static/{name}").status_code == 200
     plotly = client.get("/dashboard/vendor/plotly.min.js")
     assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
@@ -141,3 +164,51 @@ def test_data_endpoints_use_the_api_keys(db_url):
         assert c.get(url).status_code == 401
         assert c.get(url, headers={"Authorization": f"Bearer {key_b}"}).status_code == 404
         assert c.get(url, headers={"Authorization": f"Bearer {key_a}"}).status_code == 200
+
+
+PROBLEM = {"initial_program.py": "# EVOLVE-BLOCK-START\ndef f():\n    return 1\n# EVOLVE-BLOCK-END\n",
+           "evaluator.py": "def evaluate(path):\n    return {'combined_score': 1.0}\n",
+           "utils/io.py": "X = '<script>alert(1)</script>'\n",
+           "data/Cargo.toml": '[package]\nname = "<b>x</b>"\n',
+           "config.yaml": "max_iterations: 3\nllm:\n  api_key: sk-never-stored-0123456789\n"}
+
+
+def test_problem_endpoints_highlight_files_and_config(client):
+    r = client.post("/api/v1/problems", json=PROBLEM)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    d = client.get(f"/dashboard-api/problems/{pid}").json()
+    assert d["problem"]["id"] == pid and d["problem"]["config"]["max_iterations"] == 3
+    assert 'class="hl' in d["config_html"]["yaml"] and "max_iterations" in d["config_html"]["yaml"]
+    assert '"max_iterations"' in d["config_html"]["json"]
+    assert "sk-never-stored" not in r.text + str(d)
+    f = client.get(f"/dashboard-api/problems/{pid}/files/utils/io.py").json()
+    assert f["path"] == "utils/io.py" and f["language"] == "Python" and f["lines"] == 1
+    assert "<script>" not in f["html"] and "&lt;script&gt;" in f["html"]
+    assert "text" not in f                                                  # the HTML only
+    toml = client.get(f"/dashboard-api/problems/{pid}/files/data/Cargo.toml").json()
+    assert toml["language"] == "TOML" and "<b>" not in toml["html"]
+    # Unknown problem, unknown or traversing path, malformed id: 404/422, never another file.
+    assert client.get(f"/dashboard-api/problems/{'0' * 64}").status_code == 404
+    assert client.get(f"/dashboard-api/problems/{pid}/files/nope.py").status_code == 404
+    assert client.get(f"/dashboard-api/problems/{pid}/files/..%2Fevaluator.py").status_code == 404
+    assert client.get("/dashboard-api/problems/not-a-digest").status_code == 422
+
+
+def test_problem_endpoints_are_scoped_to_the_key(db_url):
+    from evoforge.api.app import create_app
+    from evoforge.db.apikeys import create_key
+    from evoforge.db.engine import session_factory
+
+    sessions = session_factory(db_url)
+    key_a, _ = create_key(sessions, "a")
+    key_b, _ = create_key(sessions, "b")
+    app = create_app(db_url, broker_url="", execute=False)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.post("/api/v1/problems", json=PROBLEM, headers={"Authorization": f"Bearer {key_a}"})
+        assert r.status_code == 201, r.text
+        for url in (f"/dashboard-api/problems/{r.json()['id']}",
+                    f"/dashboard-api/problems/{r.json()['id']}/files/evaluator.py"):
+            assert c.get(url).status_code == 401
+            assert c.get(url, headers={"Authorization": f"Bearer {key_b}"}).status_code == 404
+            assert c.get(url, headers={"Authorization": f"Bearer {key_a}"}).status_code == 200

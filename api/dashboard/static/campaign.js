@@ -41,10 +41,34 @@
     document.getElementById("c-title").textContent = c.name || `Campaign #${c.id}`;
     document.getElementById("crumb").textContent = c.name || `#${c.id}`;
     document.title = `${c.name || `Campaign #${c.id}`} · EvoForge`;
-    const p = Object.entries(c.params || {}).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k}=${v}`).join(", ");
+    const p = EF.paramsText(c.params);
     document.getElementById("c-sub").textContent =
       `#${c.id} · ${c.task}${p ? ` (${p})` : ""} · ${c.islands} islands · parallel ${c.parallel} · seed ${c.seed} · ${used.label}`;
+    problemLink(c);
+    failure(c);
     actions(c);
+  }
+
+  /* The stored problem the campaign runs, linked; its name is fetched once. */
+  let problemShown = null;
+  function problemLink(c) {
+    if (!c.problem || problemShown === c.problem) return;
+    problemShown = c.problem;
+    const link = document.getElementById("c-problem-link");
+    link.href = `/problems/${encodeURIComponent(c.problem)}`;
+    link.textContent = c.problem.slice(0, 12);
+    document.getElementById("c-problem").hidden = false;
+    api(`/api/v1/problems/${encodeURIComponent(c.problem)}`).then((q) => {
+      if (q.name) link.textContent = `${q.name} (${c.problem.slice(0, 12)})`;
+    }).catch(() => { /* the short id stays */ });
+  }
+
+  /* A failed campaign's error (e.g. the seed program's failure with the evaluator's stderr tail). */
+  function failure(c) {
+    const box = document.getElementById("c-failure");
+    const show = c.status === "failed" && !!c.error;
+    box.hidden = !show;
+    if (show) document.getElementById("c-error").textContent = c.error;
   }
 
   function recentRate() {

@@ -2,7 +2,8 @@
 "use strict";
 
 (() => {
-  const { api, h, fmt } = EF;
+  const { api, h, fmt, paramsText } = EF;
+  const { intField, readMutator, showFormError } = EFForm;
   const ACTIVE = new Set(["queued", "running"]);
   const ACTIONS = {
     queued: [["start", "resume", "primary"], ["pause", "pause"], ["cancel", "cancel", "danger"]],
@@ -11,11 +12,6 @@
   };
   let timer = null;
   let tasks = [];
-
-  function paramsText(p) {
-    const entries = Object.entries(p || {}).filter(([, v]) => typeof v !== "object");
-    return entries.map(([k, v]) => `${k}=${v}`).join(", ");
-  }
 
   function campaignCard(c) {
     const rate = fmt.rate(c);
@@ -42,7 +38,9 @@
       h("div", { class: "ccard-top" },
         h("a", { class: "ccard-title", href: `/campaigns/${c.id}` }, c.name || `Campaign ${c.id}`, h("span", { class: "id" }, `#${c.id}`)),
         h("span", { class: `badge ${c.status}` }, c.status),
-        h("span", { class: "ccard-task" }, h("code", {}, c.task), paramsText(c.params) ? ` ${paramsText(c.params)}` : "", ` · ${fmt.ago(c.created_at)}`),
+        h("span", { class: "ccard-task" }, h("code", {}, c.task), paramsText(c.params) ? ` ${paramsText(c.params)}` : "",
+          c.problem ? [" · ", h("a", { href: `/problems/${c.problem}`, class: "problem-link" }, `problem ${c.problem.slice(0, 12)}`)] : "",
+          ` · ${fmt.ago(c.created_at)}`),
         actions),
       h("div", { class: "progress-row" },
         h("div", { class: "progress", role: "progressbar", "aria-label": `Budget used by campaign ${c.id}`, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct ?? 0 },
@@ -183,100 +181,6 @@
     return params;
   }
 
-  /* A number input's value, or null with a message in `errors`; `whole` asks for an integer. */
-  function numField(id, errors, label, optional = false, whole = false) {
-    const el = document.getElementById(id);
-    el.removeAttribute("aria-invalid");
-    if (el.value === "" && optional) return null;
-    const v = Number(el.value);
-    if (el.value === "" || !(whole ? Number.isInteger(v) : Number.isFinite(v)) || !el.checkValidity()) {
-      errors.push(`${label}: ${el.validationMessage || (whole ? "a whole number is needed" : "a number is needed")}`);
-      el.setAttribute("aria-invalid", "true");
-      return null;
-    }
-    return v;
-  }
-
-  const intField = (id, errors, label, optional = false) => numField(id, errors, label, optional, true);
-
-  /* `NAME` or `NAME:WEIGHT`, as ModelSpec.parse: the weight is the text after the last colon when
-     it is a number the server accepts; otherwise the whole text is the name (weight 1). */
-  function parseModel(text) {
-    const i = text.lastIndexOf(":");
-    if (i > 0) {
-      const name = text.slice(0, i).trim();
-      const raw = text.slice(i + 1).trim();
-      const w = Number(raw);
-      if (name && raw !== "" && Number.isFinite(w) && w > 0 && w <= 1e6) return { name, weight: w };
-    }
-    return { name: text, weight: 1 };
-  }
-
-  function parseModels(text) {
-    return text.split(",").map((t) => t.trim()).filter((t) => t).map(parseModel);
-  }
-
-  function readMutator(body, errors) {
-    if (document.getElementById("f-mutator").value !== "llm") return;   // local: today's body
-    const mutator = {
-      kind: "llm",
-      temperature: numField("f-temperature", errors, "Temperature"),
-      max_tokens: intField("f-reply-tokens", errors, "Max tokens per reply"),
-      diff_mode: document.getElementById("f-diff").checked,
-    };
-    const endpoint = document.getElementById("f-endpoint").value;
-    if (endpoint) mutator.endpoint = endpoint;        // none: the server says which exist
-    const models = parseModels(document.getElementById("f-models").value);
-    if (models.length) mutator.models = models;
-    body.mutator = mutator;
-    const tokens = intField("f-max-tokens", errors, "Max tokens (budget)", true);
-    if (tokens !== null) body.budget.max_tokens = tokens;
-    const cost = numField("f-max-cost", errors, "Max cost (budget)", true);
-    if (cost !== null) body.budget.max_cost_usd = cost;
-  }
-
-  /* The operator's LLM endpoints (names and allowed models; URLs and keys stay on the server). */
-  let endpoints = [];
-
-  function showEndpoint() {
-    const ep = endpoints.find((e) => e.name === document.getElementById("f-endpoint").value);
-    const hint = document.getElementById("f-endpoint-hint");
-    const models = document.getElementById("f-models");
-    if (!ep) {
-      hint.textContent = endpoints.length ? "" : "The operator has declared no LLM endpoint on this server.";
-      return;
-    }
-    const any = ep.models.includes("*");
-    hint.textContent = any ? "Any model name." : `Allowed models: ${ep.models.join(", ")}`;
-    models.placeholder = any ? "model-a:2, model-b" : ep.models.slice(0, 2).join(", ");
-  }
-
-  async function loadEndpoints() {
-    const sel = document.getElementById("f-endpoint");
-    try {
-      endpoints = (await api("/api/v1/endpoints")).endpoints;
-    } catch (err) {
-      endpoints = [];
-      document.getElementById("f-endpoint-hint").textContent = `Endpoints could not be loaded: ${err.message}`;
-    }
-    sel.textContent = "";
-    if (!endpoints.length) sel.append(h("option", { value: "" }, "No endpoints configured"));
-    for (const e of endpoints) sel.append(h("option", { value: e.name }, e.name));
-    showEndpoint();
-  }
-
-  function toggleMutator() {
-    document.getElementById("f-llm").hidden = document.getElementById("f-mutator").value !== "llm";
-  }
-
-  function showFormError(messages) {
-    const box = document.getElementById("form-error");
-    box.textContent = "";
-    if (!messages.length) { box.hidden = true; return; }
-    box.append(h("strong", {}, "The campaign was not created."), h("ul", {}, messages.map((m) => h("li", {}, m))));
-    box.hidden = false;
-  }
-
   async function submit(ev) {
     ev.preventDefault();
     const errors = [];
@@ -328,13 +232,11 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("f-task").addEventListener("change", renderParams);
-    document.getElementById("f-mutator").addEventListener("change", toggleMutator);
-    document.getElementById("f-endpoint").addEventListener("change", showEndpoint);
-    toggleMutator();   // a restored form (back button) keeps its choice
+    EFForm.wire();
     document.getElementById("new-campaign").addEventListener("submit", submit);
     document.getElementById("jump-new").addEventListener("click", () => setTimeout(() => document.getElementById("f-task").focus(), 0));
     // The list first, so that a key prompt (if any) comes once; no key, no tasks either.
-    if (await refresh()) { loadTasks(); loadEndpoints(); }
+    if (await refresh()) { loadTasks(); EFForm.loadEndpoints(); }
     else showFormError(["An API key is needed to create campaigns."]);
   });
 })();

@@ -292,8 +292,15 @@ const EF = (() => {
     return plotlyPromise;
   }
 
+  /** A campaign's scalar params as `k=v, ...`: the problem (linked apart) and the prompt context
+   * left out, long strings cut. */
+  function paramsText(p) {
+    return Object.entries(p || {}).filter(([k, v]) => typeof v !== "object" && k !== "problem" && k !== "context")
+      .map(([k, v]) => `${k}=${typeof v === "string" && v.length > 40 ? `${v.slice(0, 39)}…` : v}`).join(", ");
+  }
+
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
   document.addEventListener("DOMContentLoaded", renderAuth);
-  return { api, raw, stream, h, fmt, showAlert, budgetUsed, color, ramp, tooltip, plotly, esc, ApiError, askForKey };
+  return { api, raw, stream, h, fmt, showAlert, budgetUsed, color, ramp, tooltip, plotly, esc, paramsText, ApiError, askForKey };
 })();
