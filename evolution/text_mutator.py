@@ -18,18 +18,23 @@ from evoforge.evolution.program import COMMENT_LEADERS, evolvable_regions
 _NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+|\d+\.(?![\w.])|\.\d+|\d+)([eE][+-]?\d+)?(?![\w.])")
 
 
-def _quoted(line: str, col: int) -> bool:
-    """Whether `col` of `line` lies inside a double-quoted string (escapes respected)."""
+def _unquoted(line: str, starts: list[int]) -> list[bool]:
+    """For each of `starts` (ascending columns of `line`), whether it lies outside a
+    double-quoted string (escapes respected). One pass over the line: a long line of numbers
+    stays linear."""
+    out: list[bool] = []
     inside, i = False, 0
-    while i < col:
-        c = line[i]
-        if c == "\\" and inside:
-            i += 2
-            continue
-        if c == '"':
-            inside = not inside
-        i += 1
-    return inside
+    for col in starts:
+        while i < col:
+            c = line[i]
+            if c == "\\" and inside:
+                i += 2
+                continue
+            if c == '"':
+                inside = not inside
+            i += 1
+        out.append(not inside)
+    return out
 
 
 def literal_sites(code: str) -> list[tuple[int, int]]:
@@ -41,9 +46,9 @@ def literal_sites(code: str) -> list[tuple[int, int]]:
         offset = lo
         for line in code[lo:hi].splitlines(keepends=True):
             if not line.strip().startswith(COMMENT_LEADERS):
-                for m in _NUMBER.finditer(line):
-                    if not _quoted(line, m.start()):
-                        sites.append((offset + m.start(), offset + m.end()))
+                found = [m.span() for m in _NUMBER.finditer(line)]
+                keep = _unquoted(line, [a for a, _ in found])
+                sites += [(offset + a, offset + b) for (a, b), k in zip(found, keep) if k]
             offset += len(line)
     return sites
 

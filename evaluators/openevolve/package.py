@@ -26,15 +26,17 @@ directory):
 The upload is refused whole (`PackageError`, one line naming the file; nothing is stored) for:
 a path that is absolute, holds `..`, a backslash, a control character or a lone surrogate, or is
 deeper than `MAX_DEPTH`; a name twice, or as both a file and a directory; a link, device, FIFO
-or directory-with-data member; an encrypted or malformed archive; more than `MAX_UPLOAD_BYTES`
-sent, `MAX_FILE_BYTES` in a file, `MAX_TOTAL_BYTES` or `MAX_FILES` in all (declared sizes are
-checked before reading and actual sizes while reading, so a zip or gzip bomb stops at the
-limit). Left out and reported (`skipped`), as `evoforge openevolve` does (files.py): hidden files
-and directories, caches and build output (`BUILD_DIRS`), names that are not plain
-(`SAFE_NAME`), secret-looking names or content, other `config*.yaml`, and non-UTF-8 (binary)
-files. Secret keys of a config are dropped unread (`ignored_secrets`, redact.py). The config,
-`evoforge.toml` and `requirements.txt` are parsed into `config` / `requirements` and are not
-among `files`.
+or directory-with-data member, a file named like a directory (`a/`); an encrypted or
+malformed archive, or a zip member neither stored nor deflated (zipfile inflates bzip2 and lzma
+without an output limit); a config string that is no UTF-8 (a lone surrogate), a seed that is
+the evaluator; more than `MAX_UPLOAD_BYTES` sent, `MAX_FILE_BYTES` in a file,
+`MAX_TOTAL_BYTES` or `MAX_FILES` in all (declared sizes are checked before reading and actual
+sizes while reading, so a zip or gzip bomb stops at the limit). Left out and reported
+(`skipped`), as `evoforge openevolve` does (files.py): hidden files and directories, caches
+and build output (`BUILD_DIRS`), names that are not plain (`SAFE_NAME`), secret-looking
+names or content, other `config*.yaml`, and non-UTF-8 (binary) files. Secret keys of a config
+are dropped unread (`ignored_secrets`, redact.py). The config, `evoforge.toml` and
+`requirements.txt` are parsed into `config` / `requirements` and are not among `files`.
 
 `digest` is the SHA-256 of a canonical JSON of everything stored (layout, seed and evaluator
 paths, files, config, stages, requirements), so the same content uploaded as a zip, a tar,
@@ -74,6 +76,11 @@ MAX_ENTRIES = 16 * MAX_FILES              # archive members, skipped ones includ
 MAX_TAR_BYTES = 2 * MAX_TOTAL_BYTES       # a gzip is inflated at most this far
 MAX_CONFIG_NODES = 100_000                # a YAML config after its aliases are expanded
 MAX_REQUIREMENTS = 200
+# libyaml's safe loader: its parser refuses nesting over 1000 levels at once, where the pure
+# Python one spends a second unwinding a RecursionError; the constructor is the safe one.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_CONFIG_INT = 1 << 64                  # a larger config int means nothing here
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # inflated within a limit
 CONFIG_NAMES = ("config.yaml", "config.yml")
 META = ("evoforge.toml", "requirements.txt") + CONFIG_NAMES
 SEED_NAME = re.compile(r"initial_program\.[A-Za-z0-9_+-]{1,16}")
@@ -154,6 +161,8 @@ class _Members:
         path = self.path(raw)
         if not path:
             raise PackageError(f"{shown(raw)}: a file with no name")
+        if raw.endswith("/"):
+            raise PackageError(f"{shown(raw)}: a file named as a directory; nothing was stored")
         if path in self.files:
             raise PackageError(f"{shown(path)}: in the archive twice")
         if _left_out(path):
@@ -197,6 +206,12 @@ def _read_zip(body: bytes) -> dict[str, bytes]:
                                        "nothing was stored")
                 if info.flag_bits & 0x1:
                     raise PackageError(f"{shown(info.filename)}: encrypted")
+                if info.compress_type not in ZIP_METHODS:
+                    # zipfile inflates bzip2 and lzma with no output limit: 4 KiB of bzip2
+                    # is gigabytes, whatever the header declares
+                    raise PackageError(f"{shown(info.filename)}: compressed with method "
+                                       f"{info.compress_type}; only stored or deflated members "
+                                       "are read (zip -Z deflate)")
                 if info.is_dir() or kind == stat.S_IFDIR:
                     if info.file_size or info.compress_size:
                         raise PackageError(f"{shown(info.filename)}: a directory with data")
@@ -402,6 +417,8 @@ def _package(raw: dict[str, bytes], *, name: str = "", include: Sequence[str] = 
     if not seed_path:
         suffix = config.get("file_suffix")
         seed_path = _pick_seed(files, reasons, suffix if isinstance(suffix, str) else None)
+    if seed_path == evaluator_path:
+        raise PackageError(f"{shown(seed_path)}: the seed cannot be the evaluator")
     for role, path in (("seed", seed_path), ("evaluator", evaluator_path)):
         if path not in files:
             why = reasons.get(path)
@@ -458,8 +475,8 @@ def _requirements(text: str, report: list[str]) -> list[str]:
 
 def _yaml_config(path: str, text: str) -> tuple[dict, list[str]]:
     try:
-        cfg = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
+        cfg = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: a 5000-digit int
         raise PackageError(f"{path}: not valid YAML ({_line(exc)})") from None
     if cfg is None:
         return {}, []
@@ -478,7 +495,7 @@ def _plain(value: Any, source: str, budget: list[int], where: str, depth: int = 
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            k = str(key)
+            k = _utf8(str(key), source, where)
             if k in out:
                 raise PackageError(f"{source}: {shown(where + k)} given twice")
             out[k] = _plain(item, source, budget, f"{where}{k}.", depth + 1)
@@ -486,13 +503,27 @@ def _plain(value: Any, source: str, budget: list[int], where: str, depth: int = 
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
         return [_plain(v, source, budget, where, depth + 1) for v in items]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
+        raise PackageError(f"{source}: {shown(where.rstrip('.'))} is out of range")
     if isinstance(value, float) and not math.isfinite(value):
         raise PackageError(f"{source}: {shown(where.rstrip('.'))} is not a finite number")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return _utf8(value, source, where)
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     if isinstance(value, (_dt.date, _dt.datetime)):
         return value.isoformat()
     raise PackageError(f"{source}: {shown(where.rstrip('.'))} holds a {type(value).__name__}")
+
+
+def _utf8(text: str, source: str, where: str) -> str:
+    """`text`, unless it holds a lone surrogate (a YAML `"\\ud800"` escape): no UTF-8 text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackageError(f"{source}: {shown(where.rstrip('.')) or 'a key'} is not UTF-8 text "
+                           "(a lone surrogate)") from None
+    return text
 
 
 def _drop_secret_values(value: Any, where: str = "") -> list[str]:
@@ -580,7 +611,7 @@ NATIVE_KEYS: dict[str, tuple[str, str]] = {
 def _native(text: str) -> _Native:
     try:
         raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:  # a 5000-digit int
         raise PackageError(f"evoforge.toml: not valid TOML ({_line(exc)})") from None
     ignored = drop_secrets(raw)
     flat: dict[str, Any] = {}
@@ -636,6 +667,7 @@ def _native(text: str) -> _Native:
     if len(name) > 200 or not name.isprintable():
         raise PackageError("evoforge.toml: problem.name must be one printable line, at most "
                            "200 characters")
+    config = _plain(config, "evoforge.toml", [MAX_CONFIG_NODES], "")  # ints in range
     return _Native(config=config, stages=list(stages) if stages is not None else None,
                    seed=seed, evaluator=evaluator, name=name, requires=requires,
                    ignored=ignored)
