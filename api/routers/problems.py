@@ -15,6 +15,7 @@ from evoforge.api.schemas import (ErrorPublic, Page, ProblemFilePublic, ProblemF
 from evoforge.api.services import problems as svc
 from evoforge.db.campaign_config import DIGEST
 from evoforge.evaluators.openevolve.package import MAX_UPLOAD_BYTES
+from evoforge.worker.leases import env_positive
 
 UPLOAD_PATH = "/problems"
 router = APIRouter(prefix=UPLOAD_PATH, tags=["problems"], responses=E401)
@@ -27,6 +28,17 @@ EUPLOAD = {
                                                "application/x-tar, application/gzip, application/json."},
     422: {"model": ErrorPublic, "description": "Refused (a path, a link, a limit, no evaluator, a "
                                                "missing requirement); nothing was stored."}}
+
+
+def _upload_limiter(request: Request) -> anyio.CapacityLimiter:
+    """Uploads parsed at once, per process: one costs up to ~3 s of CPU and ~50 MB (body,
+    inflated archive, files), so they queue here instead of taking every worker thread."""
+    app_state = request.app.state
+    limiter = getattr(app_state, "upload_limiter", None)
+    if limiter is None:
+        limiter = app_state.upload_limiter = anyio.CapacityLimiter(
+            max(1, int(env_positive("EVOFORGE_UPLOAD_CONCURRENCY", 2))))
+    return limiter
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProblemPublic,
@@ -52,7 +64,8 @@ async def upload_problem(request: Request, state: State, who: Auth, response: Re
         return JSONResponse({"detail": f"request body too large: the limit is "
                                        f"{MAX_UPLOAD_BYTES >> 20} MiB"}, status_code=413)
     out, created = await anyio.to_thread.run_sync(
-        lambda: svc.upload(state.sessions, who, body, kind, name=name, sandbox=sandbox))
+        lambda: svc.upload(state.sessions, who, body, kind, name=name, sandbox=sandbox),
+        limiter=_upload_limiter(request))
     response.headers["Location"] = f"/api/v1/problems/{out['id']}"
     if not created:
         response.status_code = status.HTTP_200_OK
