@@ -67,7 +67,8 @@ def _openevolve(initial_program, evaluator, config_path, iterations, parallel, s
     raw = {"task": "openevolve", "params": problem.task_params, "program": problem.seed_program,
            "name": name or f"openevolve {Path(evaluator).resolve().parent.name} #{seed}",
            "seed": seed, "parallel": parallel, "sandbox": sandbox, "mutator": mutator,
-           "archive": problem.archive, "budget": {"max_evaluations": iterations + 1}}
+           "archive": problem.archive,
+           "budget": {**problem.budget, "max_evaluations": iterations + 1}}
     sessions = open_sessions(db)
     campaign_id = create_campaign(sessions, raw)
     # The URL from your command line or your config.yaml: you are the operator here.

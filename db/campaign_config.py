@@ -48,6 +48,12 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=10**12)
     max_cost_usd: float | None = Field(None, gt=0, le=1e7)
     max_seconds: float | None = Field(None, gt=0, le=10**8)
+    patience: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Early stopping: end the campaign (completed) once this many evaluations have "
+                    "passed since the best score last improved by more than min_improvement.")
+    min_improvement: float = Field(0.0, ge=0, le=1e12,
+                                   description="The least gain of the best score that resets patience.")
 
 
 class ModelChoice(BaseModel):
@@ -81,6 +87,14 @@ class MutatorSpec(BaseModel):
     models: list[ModelChoice] = Field(default_factory=list, max_length=32)
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(4096, ge=16, le=200_000)
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling; sent only when set.")
+    timeout_s: float | None = Field(None, ge=1, le=3600,
+                                    description="Wait per LLM request (default 120 s).")
+    max_retries: int | None = Field(None, ge=0, le=10,
+                                    description="Retries of a 429, 5xx or timed-out request (default 4).")
+    retry_delay_s: float | None = Field(None, gt=0, le=300,
+                                        description="First backoff before a retry, doubled each time "
+                                                    "(with jitter, default 1 s).")
     diff_mode: bool = True
     ideas: bool = False                  # AlphaResearch-style idea + review before code
     bandit: bool = Field(False, description="Choose models by improvement per cost (UCB) instead of weights.")
@@ -106,6 +120,9 @@ class SelectionSpec(BaseModel):
     exploit: float = Field(0.7, ge=0, le=1, description="Fitness-weighted parent from the island's elites.")
     explore: float = Field(0.2, ge=0, le=1, description="Uniform parent over the island's filled cells.")
     top: float = Field(0.1, ge=0, le=1, description="Parent among the global top programs.")
+    global_top_k: int = Field(3, ge=1, le=10_000,
+                              description="How many of the best elites, all islands together, a "
+                                          "`top` parent is drawn from.")
     top_k: int = Field(3, ge=0, le=20, description="Island top programs shown as inspirations.")
     diverse: int = Field(2, ge=0, le=20, description="Inspirations drawn from other cells and islands.")
 

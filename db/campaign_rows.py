@@ -4,12 +4,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from evoforge.db.campaign_config import Budget, stored_budget
 from evoforge.db.models import Campaign, Program
 from evoforge.evolution.sanitize import Sanitizer
+from evoforge.evolution.types import OK
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "cancelled", "failed")
@@ -64,10 +65,10 @@ def _budget(c: Campaign) -> Budget:
 
 
 def has_extra_budget(c: Campaign) -> bool:
-    """True when the campaign has a token, cost or time budget, which `reserve_iteration`
-    alone does not check (it checks the status and the evaluation budget)."""
+    """True when the campaign has a token, cost, time or patience budget, which
+    `reserve_iteration` alone does not check (it checks the status and the evaluation budget)."""
     budget = _budget(c)
-    return bool(budget.max_tokens or budget.max_cost_usd or budget.max_seconds)
+    return bool(budget.max_tokens or budget.max_cost_usd or budget.max_seconds or budget.patience)
 
 
 def spent_budget(c: Campaign, now: datetime | None = None) -> str | None:
@@ -84,7 +85,26 @@ def spent_budget(c: Campaign, now: datetime | None = None) -> str | None:
         now = now or datetime.now(timezone.utc)
         if (now - utc(c.started_at)).total_seconds() >= budget.max_seconds:
             return "max_seconds"
+    if (budget.patience and c.evaluations > budget.patience
+            and (since_gain(c, budget.min_improvement) or 0) >= budget.patience):
+        return "patience"
     return None
+
+
+def since_gain(c: Campaign, min_improvement: float) -> int | None:
+    """Early stopping (`budget.patience`): how many evaluations have passed since the best score
+    last gained more than `min_improvement`, i.e. since the first program that came within
+    `min_improvement` of the current best (the best program itself when it is 0); None before
+    any valid program, and for a row outside a session (it reads the campaign's programs; every
+    reservation and completion check passes a live row). Counted in iteration numbers (the seed
+    is 0), so evaluations still in flight do not count."""
+    s = object_session(c)
+    if c.best_score is None or s is None:
+        return None
+    first = s.scalar(select(func.min(Program.iteration)).where(
+        Program.campaign_id == c.id, Program.status == OK,
+        Program.score >= c.best_score - min_improvement))
+    return None if first is None else max(0, c.evaluations - 1 - first)
 
 
 def set_status(sessions: sessionmaker[Session], campaign_id: int, status: str, *,

@@ -74,6 +74,11 @@ class Task(Protocol):
     # `EvalResult.features` and only then computes the MAP-Elites cell. It must be pure and
     # cheap (it runs in the commit transaction); `fingerprint` may be None. Tasks without the
     # hook are unaffected. Wired by worker/runtime.py (db/ never imports evaluators/).
+    # A task whose params may leave the relative feature out also defines
+    #     wants_relative_features(params) -> bool
+    # and the hook is wired only where it answers True (no fingerprints read on commit).
+    # Optional too: `archive_axes: ClassVar[int]`, how many of `feature_dims` (1 by default, at
+    # most 2) the archive bins besides code size (worker/campaign_service.py archive_dims).
 
 
 # The artifacts key under which a task with `relative_features` reports its fingerprint.

@@ -535,7 +535,8 @@ def evolve(initial_program: PathLike, evaluator: PathLike | EvaluatorFn | None =
                       "program": problem.seed_program, "name": name or f"{default_name} #{seed}",
                       "seed": seed, "parallel": parallel or problem.parallel or 1,
                       "sandbox": sandbox, "mutator": _mutator(problem.mutator, opts, mutator),
-                      "archive": problem.archive, "budget": {"max_evaluations": iterations + 1}})
+                      "archive": problem.archive,
+                      "budget": {**problem.budget, "max_evaluations": iterations + 1}})
         sessions = _sessions(url)
     campaign_id = create_campaign(sessions, spec, problem_id=problem_id).id  # SpecError: ValueError
     operator_url = spec.mutator.base_url if spec.mutator.kind == "llm" else None
@@ -644,6 +645,7 @@ def _run(sessions: Any, campaign_id: int, parallel: int, runner: Any, operator_u
 
 
 def _result(sessions: Any, campaign_id: int, url: str, problem: str | None = None) -> Result:
+    from evoforge.db.blobs import program_texts
     from evoforge.db.models import Campaign
     from evoforge.worker.campaign_service import Scope, best_program
 
@@ -652,7 +654,7 @@ def _result(sessions: Any, campaign_id: int, url: str, problem: str | None = Non
         code, metrics = None, {}
         try:
             _, best = best_program(s, Scope.operator(), campaign_id)
-            code = best.code
+            code = program_texts(s, best).code
             metrics = dict(best.evaluation.metrics or {}) if best.evaluation is not None else {}
         except LookupError:
             pass

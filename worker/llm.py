@@ -14,7 +14,7 @@ from evoforge.evolution.ensemble import PriceTable
 from evoforge.evolution.llm_mutator import IdeaConfig
 from evoforge.worker.endpoints import resolve_target
 from evoforge.worker.llm_client import build_llm_mutator
-from evoforge.db.campaign_config import CampaignConfig
+from evoforge.db.campaign_config import CampaignConfig, MutatorSpec
 
 
 class DbTokenBudget:
@@ -48,6 +48,24 @@ class DbTokenBudget:
                 cost_reserved_usd=Campaign.cost_reserved_usd - n * self.usd_per_token))
 
 
+# The client's defaults (worker/llm_client.py), where the campaign leaves a field unset.
+TIMEOUT_S, RETRIES, RETRY_DELAY_S, HARD_LIMIT_S, BACKOFF_MAX_S = 120.0, 4, 1.0, 300.0, 30.0
+
+
+def request_limits(m: MutatorSpec) -> dict[str, Any]:
+    """The client's per-request wait, retries and backoff; its hard limit per call (all attempts
+    and the waits between them) leaves room for every attempt the campaign asks for, and is never
+    below the default 300 s."""
+    if m.timeout_s is None and m.max_retries is None and m.retry_delay_s is None:
+        return {}
+    timeout = m.timeout_s if m.timeout_s is not None else TIMEOUT_S
+    retries = m.max_retries if m.max_retries is not None else RETRIES
+    delay = m.retry_delay_s if m.retry_delay_s is not None else RETRY_DELAY_S
+    waits = sum(min(max(BACKOFF_MAX_S, delay), delay * 2 ** n) for n in range(retries))
+    return {"timeout_s": timeout, "max_retries": retries, "backoff_base_s": delay,
+            "hard_limit_s": max(HARD_LIMIT_S, timeout * (retries + 1) + waits)}
+
+
 def make_llm_mutator(spec: CampaignConfig, task: Any, params: Any, sessions: sessionmaker[Session],
                      campaign_id: int, *, operator_url: str | None = None) -> Any:
     """The campaign's LLM mutator. Where it calls, with which key and at which prices is decided
@@ -68,7 +86,8 @@ def make_llm_mutator(spec: CampaignConfig, task: Any, params: Any, sessions: ses
         target.base_url, models, task.context(params), temperature=m.temperature,
         api_key=target.api_key, credentials=target.api_key is not None, guard=target.guard,
         max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices, bandit=m.bandit,
-        ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed)
+        ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed,
+        top_p=m.top_p, **request_limits(m))
     if m.bandit:  # the statistics live in the database: every worker learns every outcome
         mutator.learn_from(partial(model_stats.read, sessions, campaign_id))
     return mutator

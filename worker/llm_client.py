@@ -147,8 +147,9 @@ class OpenAIClient:
                  backoff_max_s: float = 30.0, rng: random.Random | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, credentials: bool = True,
-                 guard: Any = None):
-        """`credentials=False`: no key at all, not even one from the environment (a URL the
+                 guard: Any = None, top_p: float | None = None):
+        """`top_p`: sent with every request when set (the server's default otherwise).
+        `credentials=False`: no key at all, not even one from the environment (a URL the
         operator did not configure). `guard` (an `AddressPolicy`): connect only to addresses
         it allows, checked at connect time. Redirects are never followed."""
         from evoforge.worker.llm_http import make_http_client
@@ -157,7 +158,8 @@ class OpenAIClient:
             raise ValueError("timeout_s and hard_limit_s must be > 0, max_retries >= 0")
         self.base_url = _safe_url(base_url)
         self.timeout_s, self.max_retries, self.hard_limit_s = timeout_s, max_retries, hard_limit_s
-        self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
+        self.backoff_base_s, self.backoff_max_s = backoff_base_s, max(backoff_max_s, backoff_base_s)
+        self.top_p = top_p
         key = resolve_api_key(api_key) if credentials else "none"  # "none": stripped on the wire
         password = urlsplit(base_url).password
         self._secrets = tuple(s for s in (key, password) if s and s != "none")
@@ -185,6 +187,8 @@ class OpenAIClient:
                  max_tokens: int = 4096) -> Completion:
         body = {"model": model, "messages": messages, "temperature": temperature,
                 "max_tokens": max_tokens}
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
         raw = self._with_retries(model, lambda left: self._post_chat(body, left))
         return self._completion(raw, messages)
 
@@ -385,7 +389,8 @@ def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
                       prices: Any = None, bandit: bool = False, cooldown_s: float = 30.0,
                       ideas: Any = None, timeout_s: float = 120.0, max_retries: int = 4,
                       hard_limit_s: float = 300.0, seed: int | None = None,
-                      credentials: bool = True, guard: Any = None) -> Any:
+                      credentials: bool = True, guard: Any = None, top_p: float | None = None,
+                      backoff_base_s: float = 1.0) -> Any:
     """One call for the CLI/worker: `--llm-base-url`, the models (`ModelSpec`s, or
     `NAME[:WEIGHT]` strings), ... ->
     an `evolution.llm_mutator.LLMMutator` (its bandit learns from the database through
@@ -395,6 +400,7 @@ def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
 
     client = OpenAIClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
                           hard_limit_s=hard_limit_s, credentials=credentials, guard=guard,
+                          top_p=top_p, backoff_base_s=backoff_base_s,
                           rng=random.Random(seed) if seed is not None else None)
     ensemble = Ensemble(models, prices=prices, bandit=bandit,
                         cooldown_s=cooldown_s)

@@ -312,7 +312,7 @@ def spec_for_campaign(sessions: sessionmaker[Session], scope: Scope, spec: Campa
         "task": "openevolve", "params": {**mapped.task_params, "problem": digest, "files": {}},
         "program": mapped.seed_program, "seed": mapped.seed or 0, "parallel": mapped.parallel or 1,
         "mutator": mutator, "archive": mapped.archive,
-        "budget": {"max_evaluations": iterations + 1}}
+        "budget": {**mapped.budget, "max_evaluations": iterations + 1}}
     raw = merged(defaults, over)
     if not raw.get("name"):
         raw["name"] = f"{title or 'problem ' + digest[:12]} #{raw['seed']}"

@@ -11,13 +11,14 @@ only their paths are reported (`Problem.ignored_secrets`).
 
 The result is plain data for the caller (the CLI, the problem service) to turn into a
 `CampaignSpec`: `task_params` (OpenEvolveParams fields), `mutator`, `archive`, `parallel`,
-`seed`, `max_iterations`.
+`seed`, `max_iterations`, `budget` (early stopping, merged into the campaign's budget).
 """
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +30,14 @@ from evoforge.evaluators.openevolve.redact import drop_secrets
 from evoforge.evaluators.openevolve.task import DEFAULT_MEMORY_MB, DIVERSITY
 from evoforge.evaluators.textfile import read_text_file
 
+OE_CONVERGENCE = 0.001   # OpenEvolve's default convergence_threshold
+# llm.<key> -> (mutator field, type, lowest, highest): the LLM client's per-request settings.
+LLM_REQUEST: dict[str, tuple[str, Callable[[Any], Any], float, float]] = {
+    "top_p": ("top_p", float, 1e-6, 1.0), "timeout": ("timeout_s", float, 1.0, 3600.0),
+    "retries": ("max_retries", int, 0, 10), "retry_delay": ("retry_delay_s", float, 0.01, 300.0)}
+# As OpenEvolveParams' patterns (task.py): checked here so that an upload is refused, not stored.
+SUFFIX = re.compile(r"\.[A-Za-z0-9_+-]{1,16}")
+LANGUAGE = re.compile(r"[A-Za-z0-9_+#-]{1,32}")
 KEY_SOURCE = "keys come from the environment: EVOFORGE_LLM_API_KEY or OPENAI_API_KEY"
 OE_FEATURE_DIMENSIONS = ["complexity", "diversity"]   # OpenEvolve's default
 SUFFIX_LANGUAGE = {".py": "python", ".rs": "rust", ".r": "r", ".cpp": "cpp", ".cc": "cpp",
@@ -80,19 +89,6 @@ NO_MEANING = {
     "prompt.system_message_changes_description": "programs are always shown as code",
     "prompt.initial_changes_description": "programs are always shown as code",
 }
-# Keys whose EvoForge equivalent needs a campaign field that does not exist yet.
-NEEDS_FIELD = {
-    "llm.top_p": "not sent (needs mutator.top_p)",
-    "llm.timeout": "EvoForge's LLM client waits 120 s per attempt, 300 s in all (needs mutator.timeout_s)",
-    "llm.retries": "EvoForge retries 429/5xx/timeouts 4 times with backoff (needs mutator.max_retries)",
-    "llm.retry_delay": "EvoForge backs off exponentially with jitter (needs mutator.max_retries)",
-    "database.archive_size": "the global top pool is 3 elites (needs archive.selection.global_top_k)",
-    "early_stopping_patience": "campaigns stop on their budget only (needs budget.patience)",
-    "convergence_threshold": "see early_stopping_patience (needs budget.min_improvement)",
-    "early_stopping_metric": "see early_stopping_patience; the metric is always the fitness",
-}
-
-
 @dataclass
 class Problem:
     task_params: dict[str, Any]
@@ -102,6 +98,7 @@ class Problem:
     parallel: int | None = None
     seed: int | None = None
     max_iterations: int | None = None
+    budget: dict[str, Any] = field(default_factory=dict)     # early stopping: patience, min_improvement
     unsupported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files_hash: str = ""
@@ -117,7 +114,11 @@ class Problem:
 def evaluator_functions(source: str) -> set[str]:
     """Top-level callables the evaluator defines (by name), without running it."""
     names: set[str] = set()
-    for node in ast.parse(source).body:
+    try:
+        tree = ast.parse(source)
+    except (RecursionError, MemoryError):  # how CPython's parser refuses very deep nesting
+        raise ValueError("the evaluator is nested too deeply to parse") from None
+    for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
@@ -161,15 +162,29 @@ class _Reader:
 def _num(v: Any, kind: Callable[[Any], Any], key: str) -> Any:
     try:
         return kind(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"config key {key}: {v!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        try:
+            text = repr(str(v)[:40])
+        except ValueError:  # an int past Python's 4300-digit str() limit
+            text = "a number too large"
+        raise ValueError(f"config key {key}: {text} is not a number") from None
+
+
+def _list(v: Any, key: str) -> list[Any]:
+    """`v` when it is a list (None: empty); a ValueError else."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"config key {key} must be a list")
+    return v
 
 
 def _stages(fns: set[str], ev: dict[str, Any], r: _Reader, explicit: list[str] | None,
             where: str, has_config: bool, notes: list[str]) -> tuple[list[str], list[float]]:
     cascade = bool(r.take(ev, "cascade_evaluation", "evaluator.", True))
     thresholds = [_num(t, float, "evaluator.cascade_thresholds")
-                  for t in (r.take(ev, "cascade_thresholds", "evaluator.", [0.5, 0.75, 0.9]) or [])]
+                  for t in _list(r.take(ev, "cascade_thresholds", "evaluator.", [0.5, 0.75, 0.9]),
+                                 "evaluator.cascade_thresholds")]
     if explicit is not None:  # the native layout names its cascade: run exactly that
         missing = [fn for fn in explicit if fn not in fns]
         if not explicit or missing:
@@ -203,11 +218,12 @@ def _models(llm: dict[str, Any], r: _Reader, unsupported: list[str], notes: list
         name = r.take(llm, key, "llm.")
         weight = r.take(llm, key + "_weight", "llm.")
         if name:
-            models.append({"name": str(name), "weight": float(weight if weight is not None else 1.0)})
-    for m in r.take(llm, "models", "llm.") or []:
+            models.append({"name": str(name), "weight": _num(weight if weight is not None else 1.0,
+                                                             float, f"llm.{key}_weight")})
+    for m in _list(r.take(llm, "models", "llm."), "llm.models"):
         if not (isinstance(m, dict) and m.get("name")):
             continue
-        weight = float(m.get("weight", 1.0))
+        weight = _num(m.get("weight", 1.0), float, f"llm.models[{str(m['name'])[:40]}].weight")
         if weight <= 0:
             notes.append(f"llm.models[{m['name']}] has weight {weight:g}: left out")
             continue
@@ -245,7 +261,7 @@ def _llm(raw_llm: dict[str, Any], r: _Reader, llm_base_url: str | None, unsuppor
     base_url = llm_base_url or config_base
     if not base_url:
         notes.append("the config has no llm.api_base: using EvoForge's local AST mutator (no LLM)")
-        for key in ("temperature", "max_tokens"):
+        for key in ("temperature", "max_tokens", *LLM_REQUEST):
             r.take(llm, key, "llm.")
         return {"kind": "local"}
     mutator: dict[str, Any] = {"kind": "llm", "base_url": str(base_url),
@@ -255,6 +271,12 @@ def _llm(raw_llm: dict[str, Any], r: _Reader, llm_base_url: str | None, unsuppor
     if "temperature" in llm:
         mutator["temperature"] = min(2.0, max(0.0, _num(r.take(llm, "temperature", "llm."), float,
                                                         "llm.temperature")))
+    for key, (ours, kind, lo, hi) in LLM_REQUEST.items():
+        if llm.get(key) is not None:
+            mutator[ours] = min(hi, max(lo, _num(r.take(llm, key, "llm."), kind, f"llm.{key}")))
+    if "retry_delay_s" in mutator:
+        notes.append(f"llm.retry_delay {llm['retry_delay']}: the first wait before a retry, "
+                     "doubled for each further one (with jitter)")
     tokens = per_model_tokens + ([_num(r.take(llm, "max_tokens", "llm."), int, "llm.max_tokens")]
                                  if "max_tokens" in llm else [])
     if tokens:
@@ -284,7 +306,8 @@ def _archive(db: dict[str, Any], r: _Reader, unsupported: list[str], notes: list
         if key in db:
             selection[ours] = _num(r.take(db, key, "database."), float, f"database.{key}")
     dims_raw = r.take(db, "feature_dimensions", "database.")
-    dims = [str(d) for d in (dims_raw if dims_raw is not None else OE_FEATURE_DIMENSIONS)]
+    dims = [str(d) for d in (_list(dims_raw, "database.feature_dimensions")
+                             if dims_raw is not None else OE_FEATURE_DIMENSIONS)]
     axes = [d for d in dims if d != "complexity"]  # complexity: EvoForge's code_size axis
     if dims_raw is None:
         axes = []  # OpenEvolve's default diversity axis only when asked for (it costs a lookup per commit)
@@ -294,22 +317,51 @@ def _archive(db: dict[str, Any], r: _Reader, unsupported: list[str], notes: list
         axes = axes[:2]
     bins = r.take(db, "feature_bins", "database.")
     if isinstance(bins, dict):
-        bins = max(bins.values()) if bins else None
+        bins = max(_num(b, int, "database.feature_bins") for b in bins.values()) if bins else None
         notes.append("database.feature_bins per dimension: the largest is used for all axes")
     bins = min(100, max(1, _num(bins, int, "database.feature_bins"))) if bins is not None else 10
     population = r.take(db, "population_size", "database.")
     if population is not None:
         # OpenEvolve keeps at most population_size programs to draw parents from; EvoForge draws
         # from the elites, one per cell and island: bins^(axes) cells per island bound them.
-        per_island = _num(population, int, "database.population_size") / int(archive.get("islands", 4))
+        people = min(10 ** 12, _num(population, int, "database.population_size"))
+        per_island = people / int(archive.get("islands", 4))
         fit = max(2, int(per_island ** (1.0 / (1 + len(axes))) + 1e-9))
         if fit < bins:
             notes.append(f"database.population_size {population}: {fit} bins per axis "
                          f"({fit ** (1 + len(axes))} cells per island) instead of {bins}")
             bins = fit
     archive["bins"] = bins
+    size = r.take(db, "archive_size", "database.")
+    if size is not None:  # OpenEvolve's elite archive, which its exploitation parents come from
+        selection["global_top_k"] = min(10_000, max(1, _num(size, int, "database.archive_size")))
+        notes.append(f"database.archive_size {size}: `top` parents come from the best "
+                     f"{selection['global_top_k']} elites of all islands")
     seed = r.take(db, "random_seed", "database.")
     return archive, selection, axes, dims, seed
+
+
+def _early_stopping(raw: dict[str, Any], r: _Reader, unsupported: list[str], notes: list[str]
+                    ) -> dict[str, Any]:
+    """OpenEvolve's early stopping -> budget.patience / budget.min_improvement."""
+    patience = r.take(raw, "early_stopping_patience", "")
+    threshold = r.take(raw, "convergence_threshold", "")
+    metric = r.take(raw, "early_stopping_metric", "")
+    if patience is None:
+        return {}
+    patience = _num(patience, int, "early_stopping_patience")
+    if patience <= 0:
+        unsupported.append(f"early_stopping_patience {patience}: OpenEvolve's event-based stop "
+                           "(when the metric equals convergence_threshold) is not implemented")
+        return {}
+    gain = _num(threshold if threshold is not None else OE_CONVERGENCE, float, "convergence_threshold")
+    if metric not in (None, "combined_score"):
+        unsupported.append(f"early_stopping_metric {metric!r}: early stopping watches the "
+                           "fitness (the best score), as for combined_score")
+    budget = {"patience": min(10_000_000, patience), "min_improvement": min(1e12, max(0.0, gain))}
+    notes.append(f"early_stopping_patience {patience}: the campaign completes after {patience} "
+                 f"evaluations without the best score gaining more than {budget['min_improvement']:g}")
+    return budget
 
 
 def map_problem(pkg: Any, *, llm_base_url: str | None = None) -> Problem:
@@ -391,16 +443,23 @@ def map_problem(pkg: Any, *, llm_base_url: str | None = None) -> Problem:
     max_iterations = r.take(raw, "max_iterations", "")
     suffix = str(r.take(raw, "file_suffix", "", None) or Path(pkg.seed_path).suffix or ".py")
     language = language_of(r.take(raw, "language", ""), suffix)
+    if not SUFFIX.fullmatch(suffix):  # the candidate's file name in the sandbox: no path
+        raise ValueError(f"config key file_suffix: {suffix[:40]!r} is not a file suffix "
+                         "(a dot and 1 to 16 letters, digits, _ + -)")
+    if not LANGUAGE.fullmatch(language):
+        raise ValueError(f"config key language: {language[:40]!r} is not a language name "
+                         "(1 to 32 letters, digits, _ + # -)")
     if r.take(raw, "log_level", "") is not None:
         notes.append("log_level: use evoforge -v / -vv")
     if r.take(raw, "enforce_evolve_blocks", "", None) is False:
         notes.append("enforce_evolve_blocks=false: EvoForge always keeps edits inside the "
                      "EVOLVE-BLOCKs")
     max_code_length = r.take(raw, "max_code_length", "")
+    budget = _early_stopping(raw, r, unsupported, notes)
 
     # -- everything else is reported ------------------------------------------------------------
     for key in r.leftovers({"llm": llm, "prompt": prompt, "database": db, "evaluator": ev}):
-        unsupported.append(f"{key}: {NO_MEANING.get(key) or NEEDS_FIELD.get(key) or 'not supported'}")
+        unsupported.append(f"{key}: {NO_MEANING.get(key) or 'not supported'}")
     if mem is not None:
         notes.append(f"evaluator.memory_limit_mb {mem} -> sandbox memory limit")
 
@@ -420,7 +479,7 @@ def map_problem(pkg: Any, *, llm_base_url: str | None = None) -> Problem:
                    seed=_num(seed, int, "random_seed") if seed is not None else None,
                    max_iterations=(_num(max_iterations, int, "max_iterations")
                                    if max_iterations is not None else None),
-                   unsupported=unsupported, notes=notes, files_hash=digest[:12],
+                   budget=budget, unsupported=unsupported, notes=notes, files_hash=digest[:12],
                    skipped=list(getattr(pkg, "skipped", []) or []),
                    ignored_secrets=list(getattr(pkg, "ignored_secrets", []) or []))
 

@@ -139,6 +139,7 @@ class OpenEvolveTask:
     entrypoint: ClassVar[str] = "evaluate"
     resources: ClassVar[Resources] = Resources(timeout_s=300.0, memory_mb=DEFAULT_MEMORY_MB, gpu=False)
     driver: ClassVar[str | None] = DRIVER_SOURCE
+    archive_axes: ClassVar[int] = 2  # feature_dimensions: up to two axes besides code size
 
     def seed_program(self, params: OpenEvolveParams) -> str:
         return ""  # the initial program comes with the campaign (`evoforge openevolve`)
@@ -212,6 +213,10 @@ class OpenEvolveTask:
         # edges, so a custom feature metric is binned over [0, 1] (values outside are clamped).
         # `diversity` is 1 - the mean MinHash similarity to the island's elites, in [0, 1].
         return [FeatureDim(name, 0.0, 1.0, params.feature_bins) for name in params.feature_metrics]
+
+    def wants_relative_features(self, params: OpenEvolveParams) -> bool:
+        """Only a `diversity` axis needs the elites' fingerprints at commit time."""
+        return DIVERSITY in params.feature_metrics
 
     def relative_features(self, params: OpenEvolveParams, fingerprint: Any,
                           elite_fingerprints: list[Any]) -> dict[str, float]:

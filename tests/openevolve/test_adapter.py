@@ -53,10 +53,11 @@ def test_config_keys_are_mapped_or_reported():
     assert p.task_params["context"] == "Make guess() return 10."
     assert "helper.py" in p.task_params["files"]  # the evaluator's sibling module is shipped
     keys = {line.split(":")[0] for line in p.unsupported}
-    assert {"totally_unknown_key", "database.made_up_database_key", "llm.top_p",
-            "checkpoint_interval"} <= keys
+    assert {"totally_unknown_key", "database.made_up_database_key", "checkpoint_interval"} <= keys
+    assert p.mutator["top_p"] == 0.9
     for mapped in ("llm.api_base", "llm.temperature", "database.num_islands", "evaluator.timeout",
-                   "max_iterations", "prompt.system_message", "database.population_size"):
+                   "max_iterations", "prompt.system_message", "database.population_size",
+                   "llm.top_p"):
         assert mapped not in keys
 
 

@@ -287,16 +287,16 @@ def test_the_keys_users_set_are_mapped():
     assert p.parallel == 3 and p.max_iterations == 7
     assert p.mutator["max_tokens"] == 3000
     assert [m["name"] for m in p.mutator["models"]] == ["a", "b", "c"]
-    assert p.archive["selection"] == {"top_k": 4, "diverse": 1}
+    assert p.archive["selection"] == {"top_k": 4, "diverse": 1, "global_top_k": 20}
     # 50 programs over 2 islands, 3 axes (code size, diversity, accuracy): 2 bins each
     assert p.archive["bins"] == 2 == tp["feature_bins"]
     keys = {line.split(":")[0].split(" ")[0] for line in p.unsupported}
     for mapped in ("parallel_evaluations", "max_code_length", "evaluator.max_retries",
-                   "database.population_size", "prompt.num_top_programs"):
+                   "database.population_size", "prompt.num_top_programs", "llm.top_p",
+                   "llm.timeout", "llm.retries", "early_stopping_patience", "database.archive_size"):
         assert mapped not in keys
-    for needs in ("llm.top_p", "llm.timeout", "llm.retries", "early_stopping_patience",
-                  "database.archive_size"):
-        assert needs in keys
+    assert (p.mutator["top_p"], p.mutator["timeout_s"], p.mutator["max_retries"]) == (0.9, 30.0, 2)
+    assert p.budget == {"patience": 10, "min_improvement": 0.001}
     assert any("http://other:8/v1" in u for u in p.unsupported)
     assert "database.feature_dimensions" in keys  # 'extra', a third axis
     params = TASK.Params.model_validate(tp)
