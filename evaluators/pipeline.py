@@ -4,6 +4,11 @@ The candidate runs only inside the sandbox; its returned data comes back as plai
 judged here, by the task's trusted `score()`. A stage whose inputs equal the probe's inputs
 reuses the probe's outputs instead of running again.
 
+A task may define `merge_stages(params, code, stage, results) -> StageResult`: called after each
+stage with the StageResults of the stages run so far, its answer replaces the stage's (the
+OpenEvolve task scores the merged metrics of every stage, as OpenEvolve does). Its `passed`, when
+not None, decides whether the cascade goes on instead of the stage's threshold.
+
 `functional_reuse`: only when every stage's inputs equal the probe's is the score a function of
 the probe's outputs alone, so only then may an equal functional hash answer for the score.
 Where the probe is a cheap subset (alpha_factors, optimizer, multi-stage OpenEvolve problems) a
@@ -35,10 +40,14 @@ def _tail(text: str, n: int = TAIL_CHARS) -> str:
     return text[-n:] if text else ""
 
 
-def run_artifacts(run: Any, stage: str) -> dict[str, Any]:
+def run_artifacts(run: Any, stage: str, task: Any = None) -> dict[str, Any]:
+    """What EvoForge keeps of a failed run. A limit the run hit (`memory`, `timeout`) names the
+    setting that raises it when the task says which one (`limit_hints`, e.g. OpenEvolve's
+    "raise it with evaluator.memory_limit_mb in config.yaml")."""
     art: dict[str, Any] = {"stage": stage}
-    if run.reason:
-        art["reason"] = run.reason[:500]
+    hint = (getattr(task, "limit_hints", None) or {}).get(run.status, "")
+    if run.reason or hint:
+        art["reason"] = "; ".join(filter(None, (run.reason[:500], hint)))
     if run.stderr:
         art["stderr"] = _tail(run.stderr)
     if run.stdout:
@@ -92,9 +101,9 @@ class CascadeEvaluator:
                                                         artifacts={"stage": "probe", "reason": str(exc)}))
         took = time.perf_counter() - t0
         if not run.ok:
-            return ProbeResult(None, failure=EvalResult(status=run.status, score=None,
-                                                        artifacts=run_artifacts(run, "probe"),
-                                                        duration_s=took), duration_s=took)
+            failure = EvalResult(status=run.status, score=None, duration_s=took,
+                                 artifacts=run_artifacts(run, "probe", self.task))
+            return ProbeResult(None, failure=failure, duration_s=took)
         fh = hashing.functional_hash(self.key, run.outputs)
         return ProbeResult(fh, duration_s=took, inputs=self.probe_inputs, outputs=run.outputs,
                            artifacts=captured(run))
@@ -104,6 +113,8 @@ class CascadeEvaluator:
         metrics: dict[str, Any] = {}
         result = None
         artifacts: dict[str, Any] = {}
+        merge = getattr(self.task, "merge_stages", None)
+        results: list[Any] = []
         for stage in self.stages:
             if stage.inputs == probe.inputs:
                 outputs = probe.outputs
@@ -114,12 +125,16 @@ class CascadeEvaluator:
                 total_s += time.perf_counter() - t0
                 if not run.ok:
                     return EvalResult(status=run.status, score=None, metrics=metrics,
-                                      artifacts=run_artifacts(run, stage.name), duration_s=total_s,
+                                      artifacts=run_artifacts(run, stage.name, self.task),
+                                      duration_s=total_s,
                                       functional_hash=probe.functional_hash)
                 outputs = run.outputs
                 artifacts.update(captured(run))
             try:
                 result = self.task.score(self.params, stage, outputs)
+                if merge is not None:
+                    results.append(result)
+                    result = merge(self.params, code, stage, results)
             except Exception as exc:  # a scoring bug on hostile data is still a recorded failure
                 return EvalResult(status=INVALID, score=None, metrics=metrics,
                                   artifacts={"stage": stage.name, "reason": f"scorer raised {exc!r}"[:500]},
@@ -131,7 +146,9 @@ class CascadeEvaluator:
                                   features=result.features,
                                   artifacts={**artifacts, "stage": stage.name, "reason": result.reason},
                                   duration_s=total_s, functional_hash=probe.functional_hash)
-            if stage.threshold is not None and result.combined_score < stage.threshold:
+            stop = (not result.passed if result.passed is not None else
+                    stage.threshold is not None and result.combined_score < stage.threshold)
+            if stop:
                 artifacts["cascade_stopped_at"] = stage.name
                 break
         if result is None:

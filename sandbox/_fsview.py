@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from evoforge.sandbox import _linux as L
-from evoforge.sandbox._common import DEV_NODES, ETC_FILES, SYSTEM_DIRS, python_dirs
+from evoforge.sandbox._common import DEV_NODES, ETC_FILES, SYSTEM_DIRS, Toolchains, python_dirs
 
 # Any existing directory that holds nothing the view needs; the tmpfs over it is private to
 # our mount namespace and becomes "/" after pivot_root.
@@ -44,41 +44,45 @@ def under_tmp(path: str) -> bool:
     return path.startswith("/tmp/")
 
 
-def view_dirs() -> list[str]:
-    """Host directories bound read-only (symlinked top-level dirs such as /bin excluded)."""
+def view_dirs(toolchains: Toolchains = Toolchains()) -> list[str]:
+    """Host directories bound read-only (symlinked top-level dirs such as /bin excluded): the
+    system, the interpreter and the operator's toolchains."""
     dirs = []
-    for d in SYSTEM_DIRS + python_dirs():
+    for d in SYSTEM_DIRS + python_dirs() + list(toolchains.dirs):
         if os.path.isdir(d) and not os.path.islink(d):
             if not any(d.startswith(o + "/") for o in dirs):
                 dirs.append(d)
     return dirs
 
 
-def _pick_root() -> str:
-    needed = view_dirs() + ETC_FILES + DEV_NODES
+def _pick_root(toolchains: Toolchains) -> str:
+    needed = view_dirs(toolchains) + ETC_FILES + DEV_NODES
     for cand in ROOT_CANDIDATES:
         if os.path.isdir(cand) and not any(n.startswith(cand + "/") for n in needed):
             return cand
     raise OSError(f"no directory to build the sandbox root on (tried {ROOT_CANDIDATES})")
 
 
-def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = ()) -> None:
+def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = (),
+                       toolchains: Toolchains = Toolchains()) -> None:
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
-    root = _pick_root()
+    root = _pick_root(toolchains)
     L.mount("evoforge-root", root, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=0755,size=1m")
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             os.symlink(os.readlink(d), root + d)
     STASHED.clear()
-    for d in view_dirs():
+    for d in view_dirs(toolchains):
         if under_tmp(d):
             stash = f"{STASH}/{len(STASHED)}"
             L.bind_ro(d, _mkdirs(root, stash))
             STASHED.append((stash, d))
+            _mask(root, stash, d, toolchains.masked)
             continue
         if os.path.lexists(root + d):
             continue
         L.bind_ro(d, _mkdirs(root, d))
+        _mask(root, d, d, toolchains.masked)
     for f in ETC_FILES:
         if os.path.isfile(f):
             L.bind_ro(f, _touch(root, f))
@@ -104,10 +108,19 @@ def enter_private_root(rw_binds: tuple[tuple[str, str], ...] = ()) -> None:
     L.mount(None, "/", None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV)
 
 
+def _mask(root: str, at: str, host_dir: str, masked: tuple[str, ...]) -> None:
+    """Hide the secret-looking files of a toolchain bound at `root + at` (from `host_dir`)."""
+    for path in masked:
+        if path.startswith(host_dir + "/"):
+            L.mount("/dev/null", root + at + path[len(host_dir):], None, L.MS_BIND)
+
+
 def mount_scratch(options: str) -> None:
     """The run's private, size-limited /tmp (after `enter_private_root`, still privileged), with
-    any stashed Python directory bound back read-only at its own path inside it."""
-    L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, options)
+    any stashed Python directory bound back read-only at its own path inside it. Not noexec:
+    compilers (cargo, g++) build into it and run what they built; a candidate that can run
+    Python could map executable memory anyway."""
+    L.mount("evoforge-scratch", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV, options)
     for stash, target in STASHED:
         os.makedirs(target, mode=0o755, exist_ok=True)
         L.bind_ro(stash, target)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
 import signal
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from evoforge.sandbox._common import CLEAN_ENV, Limits, build_result, encode_request
+from evoforge.sandbox._common import CLEAN_ENV, Limits, build_result, cpu_limit_s, encode_request
 from evoforge.sandbox.base import RunResult, SandboxUnavailable
 
 DEFAULT_IMAGE = "evoforge-eval-base:latest"
@@ -319,7 +318,7 @@ class DockerSandbox:
                       scratch_mb=int(self.tmp_mb))
 
     def _cpu_s(self, timeout_s: float) -> int:
-        return max(1, math.ceil((timeout_s + self.startup_grace_s) * max(self.cpus, 1.0))) + 1
+        return cpu_limit_s(timeout_s + self.startup_grace_s, self.cpus)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -405,10 +404,10 @@ def _result(exit_code: int | None, timed_out: bool, files: dict[str, bytes],
     oom = _oom_kills(files.get("cgroup.txt"))
     oom_reason = ""
     if state.get("OOMKilled") or (oom or 0) > 0:
-        oom_reason = f"killed by the out-of-memory killer (limit {limits.memory_mb} MB)"
+        oom_reason = "killed by the out-of-memory killer"
     elif exit_kind == "signal" and exit_value == signal.SIGKILL and oom is None:
         # the wrapper itself died, so the counter is unknown: SIGKILL at a memory limit
-        oom_reason = f"killed by SIGKILL, most likely the {limits.memory_mb} MB limit"
+        oom_reason = "killed by SIGKILL, most likely at this limit"
     return build_result(timed_out=timed_out, exit_kind=exit_kind, exit_value=exit_value,
                         cpu_s=0.0, limits=limits, stdout=stdout, stderr=stderr,
                         duration_s=duration_s, raw=b"" if timed_out else raw,

@@ -269,7 +269,7 @@ def run_request(request: dict) -> dict:
                 outputs.append(_encode(fn(*args), 0, budget, f"output[{i}]"))
         return _response(OK, outputs)
     except MemoryError as exc:
-        return _response(MEMORY, reason=f"memory limit while {stage}: {_exc_summary(exc)}",
+        return _response(MEMORY, reason=f"{_exc_summary(exc)} while {stage}",
                          tb=_format_tb())
     except OutputError as exc:
         return _response(ERROR, reason=f"invalid output: {exc}"[:REASON_CHARS])

@@ -27,8 +27,8 @@ import tempfile
 import time
 from typing import Any
 
-from evoforge.sandbox._common import (CLEAN_ENV, ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                                      build_result, encode_request, tail_text)
+from evoforge.sandbox._common import (ETC_FILES, RESULT_CAP, TAIL_BYTES, Limits, Toolchains,
+                                      UidLease, build_result, encode_request, tail_text)
 from evoforge.sandbox.base import RunResult, SandboxUnavailable
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
@@ -45,6 +45,10 @@ class SubprocessSandbox:
         if use_bwrap and not self.bwrap:
             raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
         self._limits_kw = {"scratch_mb": scratch_mb, "nproc": nproc}
+        try:  # the operator's toolchains ($EVOFORGE_SANDBOX_TOOLCHAINS), bound read-only
+            self.toolchains = Toolchains.from_env()
+        except ValueError as exc:
+            raise SandboxUnavailable(str(exc)) from None
         self.python = sys.executable  # the venv's own path: its site-packages come with it
 
     def close(self) -> None:
@@ -68,7 +72,7 @@ class SubprocessSandbox:
     # -- process
 
     def _env(self, limits: Limits, uid: int) -> dict:
-        return dict(CLEAN_ENV, EVOFORGE_LIMITS=json.dumps(limits.rlimits()),
+        return dict(self.toolchains.env(), EVOFORGE_LIMITS=json.dumps(limits.rlimits()),
                     EVOFORGE_UID=str(uid), EVOFORGE_GID=str(uid))
 
     def _execute(self, host: str, limits: Limits, uid: int) -> RunResult:
@@ -90,7 +94,7 @@ class SubprocessSandbox:
             preexec, pass_fds = None, (res_w,) + ((filter_r,) if filter_r >= 0 else ())
         else:
             argv, pass_fds = harness_args, ()
-            preexec = _PreExec(host, limits, uid)
+            preexec = _PreExec(host, limits, uid, self.toolchains)
             os.close(res_w)
             res_w = -1
         t0 = time.monotonic()
@@ -121,7 +125,7 @@ class SubprocessSandbox:
         for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
             if os.path.islink(d):
                 argv += ["--symlink", os.readlink(d), d]
-        dirs = view_dirs()
+        dirs = view_dirs(self.toolchains)
         parents = {os.path.dirname(p) for p in dirs + ETC_FILES + [_IN_VIEW]}
         ancestors = set()
         for p in parents:
@@ -135,6 +139,8 @@ class SubprocessSandbox:
                 argv += ["--perms", "0755", "--dir", p]
         for d in dirs:
             argv += ["--ro-bind", d, d]
+        for f in self.toolchains.masked:  # secret-looking files of a toolchain: hidden
+            argv += ["--ro-bind", "/dev/null", f]
         for f in ETC_FILES:
             if os.path.isfile(f):
                 argv += ["--ro-bind", f, f]
@@ -151,10 +157,10 @@ class SubprocessSandbox:
 class _PreExec:
     """Runs in the forked child before exec (no bubblewrap): namespaces and the private root."""
 
-    def __init__(self, host: str, limits: Limits, uid: int):
+    def __init__(self, host: str, limits: Limits, uid: int, toolchains: Toolchains):
         from evoforge.sandbox import _fsview, _linux
 
-        self.host, self.limits, self.uid = host, limits, uid
+        self.host, self.limits, self.uid, self.toolchains = host, limits, uid, toolchains
         self.L, self.fsview = _linux, _fsview
         self.bpf = _linux.seccomp_program()
         os.chown(host, 0, 0)
@@ -162,7 +168,8 @@ class _PreExec:
     def __call__(self) -> None:
         L = self.L
         L.unshare(L.CLONE_NEWNS | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS)
-        self.fsview.enter_private_root(rw_binds=((self.host, _IN_VIEW),))
+        self.fsview.enter_private_root(rw_binds=((self.host, _IN_VIEW),),
+                                       toolchains=self.toolchains)
         self.fsview.mount_scratch(f"size={self.limits.scratch_mb}m,nr_inodes=4096,mode=0700,"
                                   f"uid={self.uid},gid={self.uid}")
         os.chdir("/tmp")

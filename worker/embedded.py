@@ -99,6 +99,8 @@ class EmbeddedExecutor:
                     it = reserve_iteration(self.sessions, self.campaign_id)
                     if it is not None:
                         self._run_one(rt, it)
+            if self._stopped_by_status():  # a failed seed fails the campaign (Runtime.complete)
+                return self._finish()
         except KeyboardInterrupt:  # Ctrl-C while starting: an unfinished reservation is re-run later
             self.stop.set()
             return self._finish()
@@ -129,6 +131,11 @@ class EmbeddedExecutor:
             self.stop.set()
             all_done.wait()
         return self._finish()
+
+    def _stopped_by_status(self) -> bool:
+        with self.sessions() as s:
+            c = s.get(Campaign, self.campaign_id)
+            return c is None or c.status != "running"
 
     def _run_one(self, rt: Runtime, it: int) -> None:
         committed = rt.iterate(it)

@@ -153,6 +153,9 @@ class Runtime:
             params = params.model_copy(
                 update={"files": problem_files(sessions, problem_id, params.problem)})
         hook = getattr(task, "relative_features", None)  # optional: see evaluators.base.Task
+        wants = getattr(task, "wants_relative_features", None)
+        if hook is not None and wants is not None and not wants(params):
+            hook = None  # these params leave the relative feature out: no fingerprints to read
         if sandbox is None:
             sandbox = shared_sandbox(os.environ.get("EVOFORGE_SANDBOX") or spec.sandbox)
             if hasattr(sandbox, "for_task"):  # containers: the task's image, GPU device requests
@@ -172,8 +175,32 @@ class Runtime:
                        mutator=mutator, seed=self.seed)
 
     def complete(self, proposal: Proposal) -> Committed:
-        """Dedupe, evaluate and commit a proposal (made here or by another worker)."""
-        return complete(proposal, store=self.store, evaluator=self.evaluator, seed=self.seed)
+        """Dedupe, evaluate and commit a proposal (made here or by another worker).
+
+        A seed (iteration 0) that is not ok ends the campaign at once, here, so the embedded
+        executor and the Celery workers both stop: `failed`, with an error that says why (the
+        reason, the evaluator's own message, the stderr tail) instead of a campaign of
+        failures. Nothing after the seed is reserved before it commits (dispatch's slot rule,
+        the embedded executor runs it first), and nothing is reserved once it is failed."""
+        committed = complete(proposal, store=self.store, evaluator=self.evaluator, seed=self.seed)
+        result = committed.result
+        if proposal.iteration == 0 and not result.ok:
+            from evoforge.db.campaign_rows import set_status
+
+            art = result.artifacts if isinstance(result.artifacts, dict) else {}
+            said = art.get("evaluator") if isinstance(art.get("evaluator"), dict) else {}
+            why = art.get("reason") or "no reason given"
+            lines = [f"the seed program failed: {result.status}: {why}"]
+            for key in ("error", "message"):  # the evaluator's own words, where it gave some
+                for where in (said, result.metrics or {}):
+                    if isinstance(where.get(key), str) and where[key].strip():
+                        lines.append(f"evaluator {key}: {where[key].strip()[:400]}")
+                        break
+            if isinstance(art.get("stderr"), str) and art["stderr"].strip():
+                lines.append("stderr (tail):\n" + art["stderr"].strip()[-1000:])
+            set_status(self.store.sessions, self.campaign_id, "failed",
+                       only_from=("queued", "running"), error="\n".join(lines))
+        return committed
 
     def iterate(self, iteration: int) -> Committed:
         """Both halves, in this thread."""

@@ -138,6 +138,10 @@ class OpenEvolveTask:
     Params: ClassVar[type[BaseModel]] = OpenEvolveParams
     entrypoint: ClassVar[str] = "evaluate"
     resources: ClassVar[Resources] = Resources(timeout_s=300.0, memory_mb=DEFAULT_MEMORY_MB, gpu=False)
+    # What a sandbox limit's failure tells the user to change (evaluators/pipeline.py).
+    limit_hints: ClassVar[dict[str, str]] = {
+        "memory": "raise it with evaluator.memory_limit_mb in config.yaml",
+        "timeout": "raise it with evaluator.timeout in config.yaml"}
     driver: ClassVar[str | None] = DRIVER_SOURCE
     archive_axes: ClassVar[int] = 2  # feature_dimensions: up to two axes besides code size
 

@@ -82,7 +82,7 @@ def _run_job(request: bytes, limits: Limits, uid: int, seccomp: bytes | None) ->
         del request
         blob = harness.dump_response(harness.run_request(req))
     except MemoryError:
-        blob = b'{"status": "memory", "outputs": [], "reason": "memory limit", "traceback": ""}'
+        blob = b'{"status": "memory", "outputs": [], "reason": "MemoryError", "traceback": ""}'
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -16,8 +16,8 @@ import threading
 from typing import Any
 
 import evoforge
-from evoforge.sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, UidLease,
-                                      build_result, encode_request)
+from evoforge.sandbox._common import (CLEAN_ENV, RESULT_CAP, TAIL_BYTES, TOOLCHAINS_ENV, Limits,
+                                      Toolchains, UidLease, build_result, encode_request)
 from evoforge.sandbox.base import ERROR, RunResult, SandboxUnavailable
 from evoforge.sandbox.forkserver.wire import ANSWER_HEADER, recv_all
 
@@ -50,8 +50,13 @@ class ForkServerSandbox:
             raise SandboxUnavailable(
                 "ForkServerSandbox needs root (to switch to unprivileged sandbox uids and "
                 "create namespaces); use the Docker sandbox.")
+        try:  # the operator's setting, checked here so that a refusal says why
+            toolchains = Toolchains.from_env()
+        except ValueError as exc:
+            raise SandboxUnavailable(str(exc)) from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(CLEAN_ENV, EVOFORGE_PRELOAD=",".join(self._preload))
+        env[TOOLCHAINS_ENV] = ":".join(toolchains.dirs)
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), _ROOT],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any
 
-from evoforge.sandbox._common import CLEAN_ENV, RESULT_CAP, TAIL_BYTES, Limits, tail_text
+from evoforge.sandbox._common import RESULT_CAP, TAIL_BYTES, Limits, Toolchains, tail_text
 from evoforge.sandbox.forkserver import child
 from evoforge.sandbox.forkserver.wire import ANSWER_HEADER
 
@@ -41,9 +41,11 @@ def serve(ctl_fd: int) -> None:
                 importlib.import_module(mod)
             except ImportError:
                 pass
+        # The operator's toolchains (checked by the client), bound read-only into the view.
+        toolchains = Toolchains.from_env()
         # Children inherit exactly this environment: set once here, not in every child.
         os.environ.clear()
-        os.environ.update(CLEAN_ENV)
+        os.environ.update(toolchains.env())
         import resource  # noqa: F401 - needed after the pivot
         from evoforge.sandbox import harness  # noqa: F401
         from evoforge.sandbox import _fsview
@@ -52,7 +54,7 @@ def serve(ctl_fd: int) -> None:
         own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # kept past the pivot
         L.unshare(L.CLONE_NEWNS)
-        _fsview.enter_private_root()
+        _fsview.enter_private_root(toolchains=toolchains)
         harness.run_request({"code": "def f():\n    return 1\n", "entrypoint": "f",
                              "inputs": [{}]})  # warm up lazy imports and caches
         seccomp = L.seccomp_program()  # built once; every child loads it before the candidate

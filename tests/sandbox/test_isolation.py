@@ -3,9 +3,11 @@
 The fork-server supervises every run from one process that also holds the other runs' sockets
 and pipes, so these tests check what a candidate can reach while other runs are in flight.
 """
+import math
 import threading
 import time
 
+from evoforge.sandbox._common import cpu_limit_s, usable_cpus
 from tests.sandbox.conftest import assert_still_works
 
 # Each run reports its uid, what it finds in /tmp and /proc/self/fd, then (role "listen")
@@ -102,7 +104,9 @@ def test_rlimits_as_the_candidate_sees_them(fork_sandbox):
     r = fork_sandbox.run(LIMITS, "f", [{}], timeout_s=3.5, memory_mb=300)
     assert r.status == "ok", r
     lim = r.outputs[0]
-    assert lim["RLIMIT_CPU"][0] == 5  # ceil(3.5) + 1
+    # a runaway bound only: what every usable CPU can burn in the wall-clock limit, + slack
+    assert lim["RLIMIT_CPU"][0] == cpu_limit_s(3.5, usable_cpus())
+    assert cpu_limit_s(3.5, usable_cpus()) == math.ceil(3.5 * usable_cpus()) + 2
     assert lim["RLIMIT_NOFILE"] == [256, 256]
     assert lim["RLIMIT_NPROC"] == [64, 64]
     assert lim["RLIMIT_FSIZE"] == [32 * 2**20] * 2
