@@ -87,7 +87,8 @@ def make_llm_mutator(spec: CampaignConfig, task: Any, params: Any, sessions: ses
         api_key=target.api_key, credentials=target.api_key is not None, guard=target.guard,
         max_tokens=m.max_tokens, diff_mode=m.diff_mode, budget=budget, prices=prices, bandit=m.bandit,
         ideas=IdeaConfig(threshold=m.idea_threshold) if m.ideas else None, seed=spec.seed,
-        top_p=m.top_p, **request_limits(m))
+        top_p=m.top_p, language=str(getattr(params, "language", None) or "python"),
+        **request_limits(m))
     if m.bandit:  # the statistics live in the database: every worker learns every outcome
         mutator.learn_from(partial(model_stats.read, sessions, campaign_id))
     return mutator

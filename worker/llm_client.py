@@ -390,13 +390,14 @@ def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
                       ideas: Any = None, timeout_s: float = 120.0, max_retries: int = 4,
                       hard_limit_s: float = 300.0, seed: int | None = None,
                       credentials: bool = True, guard: Any = None, top_p: float | None = None,
-                      backoff_base_s: float = 1.0) -> Any:
+                      backoff_base_s: float = 1.0, language: str = "python") -> Any:
     """One call for the CLI/worker: `--llm-base-url`, the models (`ModelSpec`s, or
     `NAME[:WEIGHT]` strings), ... ->
     an `evolution.llm_mutator.LLMMutator` (its bandit learns from the database through
     `learn_from`, worker/llm.py; `._complete.__self__` is the client, to `close()`)."""
     from evoforge.evolution.ensemble import Ensemble
     from evoforge.evolution.llm_mutator import LLMMutator
+    from evoforge.evolution.prompts import PromptConfig
 
     client = OpenAIClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
                           hard_limit_s=hard_limit_s, credentials=credentials, guard=guard,
@@ -406,4 +407,4 @@ def build_llm_mutator(base_url: str, models: list[Any], task_context: str, *,
                         cooldown_s=cooldown_s)
     return LLMMutator(client.complete, task_context, ensemble, diff_mode=diff_mode,
                       budget=budget, temperature=temperature, max_tokens=max_tokens,
-                      ideas=ideas)
+                      ideas=ideas, prompt_config=PromptConfig(diff_mode=diff_mode, language=language))

@@ -108,18 +108,12 @@ class SeedMutator:
 def make_mutator(spec: CampaignConfig, task: Any, params: Any, store: CampaignStore,
                  sessions: sessionmaker[Session], campaign_id: int, *,
                  operator_url: str | None = None) -> Mutator:
-    # The candidates' language (an OpenEvolve problem's `language`): how they are edited, fenced
-    # in prompts and checked (only Python is parsed).
-    language = str(getattr(params, "language", None) or "python")
     if spec.mutator.kind == "local":
         from evoforge.evolution.ast_mutator import LocalASTMutator
-        return LocalASTMutator(language=language)
+        # The candidates' language (an OpenEvolve problem's `language`): only Python is parsed.
+        return LocalASTMutator(language=str(getattr(params, "language", None) or "python"))
     from evoforge.worker.llm import make_llm_mutator
-    mutator = make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
-    if hasattr(mutator, "config"):
-        import dataclasses
-        mutator.config = dataclasses.replace(mutator.config, language=language)
-    return mutator
+    return make_llm_mutator(spec, task, params, sessions, campaign_id, operator_url=operator_url)
 
 
 @dataclass
