@@ -185,8 +185,9 @@ def pack_circles(n):
 def test_hostile_output_on_postgres_with_celery_breaks_no_response(pg_url, redis_url,
                                                                    serve_process, tmp_path):
     """A seed that writes invalid UTF-8, NUL and escapes to stdout/stderr and raises with lone
-    surrogates, run by a Celery worker into PostgreSQL: the campaign completes, and every GET
-    of everything it stored (API and dashboard) answers 200."""
+    surrogates, run by a Celery worker into PostgreSQL: the campaign fails at once (a failing
+    seed ends it) with that output cleaned into its error, and every GET of everything it
+    stored (API and dashboard) answers 200."""
     env = evoforge_env(pg_url, redis_url)
     sp = serve_process(env={k: v for k, v in env.items() if k.startswith("EVOFORGE_")},
                        db_url=pg_url)
@@ -204,7 +205,9 @@ def test_hostile_output_on_postgres_with_celery_breaks_no_response(pg_url, redis
                              180, 0.5, "the campaign")
             except TimeoutError:
                 raise AssertionError(tail(tmp_path / "worker.log")) from None
-            assert c["status"] == "completed", c
+            assert c["status"] == "failed", c
+            assert c["error"].startswith("the seed program failed"), c["error"]
+            assert "\x00" not in c["error"] and "\udcff" not in c["error"], c["error"]
             programs = client.get(f"/api/v1/campaigns/{cid}/programs").json()["items"]
             assert programs
             paths = [f"/api/v1/campaigns/{cid}", f"/api/v1/campaigns/{cid}/elites",
