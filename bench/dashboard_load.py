@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
+from evoforge.db.blobs import code_hash, put_codes  # noqa: E402
 from evoforge.db.engine import session_factory, upgrade  # noqa: E402
 from evoforge.db.models import Campaign, EliteCell, Evaluation, Program  # noqa: E402
 from tests.dashboard import browser as B  # noqa: E402
@@ -51,11 +52,12 @@ def populate(url: str, programs: int) -> int:
                 status = rng.choice(STATUSES) if i else "ok"
                 score = None if status == "error" else (0.0 if status == "invalid" else 1.0 + rng.random() * (1 + i / programs))
                 rows.append(dict(id=i + 1, campaign_id=c.id, iteration=i, parent_id=rng.randint(1, i) if i else None,
-                                 island=i % ISLANDS, generation=1, code=code + f"\n# variant {i}\n",
-                                 code_hash=f"{i:064x}", kind="bench", status=status, score=score, extra={},
+                                 island=i % ISLANDS, generation=1,
+                                 code_hash=code_hash(code + f"\n# variant {i}\n"), kind="bench", status=status, score=score, extra={},
                                  model="bench-model" if i % 2 else None, prompt_tokens=900 * (i % 2),
                                  completion_tokens=300 * (i % 2), cost_usd=0.0004 * (i % 2)))
                 best = max(best, score or 0.0)
+            put_codes(s, [code + f"\n# variant {i}\n" for i in range(start, start + len(rows))])
             s.execute(insert(Program), rows)
             s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key, status=r["status"],
                                                 score=r["score"], metrics={"sum_radii": r["score"] or 0.0},
@@ -71,11 +73,15 @@ def populate(url: str, programs: int) -> int:
     return c.id
 
 
-def measure(url: str, cid: int, runs: int) -> list[dict[str, float]]:
+def measure(url: str, cid: int, runs: int, key: str | None = None) -> list[dict[str, float]]:
+    """`runs` cold page loads (after one that warms the server). `key`: an API key the page
+    uses (put in its sessionStorage as the key dialog does), for a database with keys."""
     out = []
     with B.chromium() as browser:
         for _ in range(runs + 1):  # the first run warms the server (imports, SQLite page cache)
             ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+            if key:
+                ctx.add_init_script(f"sessionStorage.setItem('evoforge.apiKey', {key!r})")
             page = ctx.new_page()
             page.goto(f"{url}/campaigns/{cid}")
             page.wait_for_function("() => Number(document.querySelector('#heatmaps').dataset.rendered) > 0")

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert  # noqa: E402
 
+from evoforge.db.blobs import code_hash, put_codes  # noqa: E402
 from evoforge.db.engine import session_factory, upgrade  # noqa: E402
 from evoforge.db.models import EliteCell, Evaluation, Program  # noqa: E402
 from evoforge.db.store import CampaignStore  # noqa: E402
@@ -39,9 +40,10 @@ def populate(url: str, programs: int) -> tuple:
     with sessions.begin() as s:
         for start in range(0, programs, 5000):
             rows = [dict(id=i + 1, campaign_id=c.id, iteration=i, island=i % ISLANDS, generation=1,
-                         code=code + f"\n# variant {i}\n", code_hash=f"{i:064x}", kind="bench",
+                         code_hash=code_hash(code + f"\n# variant {i}\n"), kind="bench",
                          status="ok", score=rng.random(), extra={})
                     for i in range(start, min(programs, start + 5000))]
+            put_codes(s, [code + f"\n# variant {i}\n" for i in range(start, start + len(rows))])
             s.execute(insert(Program), rows)
             s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key, status="ok",
                                                 score=r["score"], metrics={}, features={}, artifacts={},

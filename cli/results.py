@@ -97,7 +97,9 @@ def best(campaign_id, out, force, db) -> None:
             c, program = service.best_program(s, service.Scope.operator(), campaign_id)
         except LookupError as exc:  # CampaignNotFound too
             raise click.ClickException(str(exc.args[0])) from None
-        code, score = program.code, c.best_score
+        from evoforge.db.blobs import program_texts
+
+        code, score = program_texts(s, program).code, c.best_score
     if out:
         from evoforge.cli.outfile import OutFileError, write_new_file
 

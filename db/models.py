@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint, false, func)
+                        LargeBinary, String, Text, UniqueConstraint, false, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -125,21 +125,19 @@ Index("uq_problem_project_digest", func.coalesce(Problem.project_id, 0), Problem
 
 class Program(Base):
     __tablename__ = "program"
-    __table_args__ = (UniqueConstraint("campaign_id", "iteration", name="uq_program_iteration"),
-                      Index("ix_program_campaign_score", "campaign_id", "score"))
+    # The listing and lineage indexes are defined below the class (they name columns in order).
+    __table_args__ = (UniqueConstraint("campaign_id", "iteration", name="uq_program_iteration"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("program.id", ondelete="SET NULL"),
-                                                  nullable=True, index=True)
+                                                  nullable=True)
     island: Mapped[int] = mapped_column(Integer, default=0)
     generation: Mapped[int] = mapped_column(Integer, default=0)
-    code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The code is in code_blob under this hash (db/blobs.py), set whenever the program has code.
     code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(40), default="")        # how it was made
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
-    response: Mapped[str | None] = mapped_column(Text, nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
@@ -148,9 +146,55 @@ class Program(Base):
     status: Mapped[str] = mapped_column(String(20), default="")
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The prompt and reply, encoded by db/blobs.py (references to code blobs, then zstd): read
+    # them only through db.blobs.program_texts / decode_texts.
+    prompt_z: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    response_z: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Set by prune (worker/prune.py): code, prompt and response dropped, hashes kept.
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     evaluation: Mapped["Evaluation"] = relationship(back_populates="program", uselist=False,
                                                     cascade="all, delete-orphan")
+
+
+# Listing by score (api/services/programs.py): one index per filter the API offers, each in the
+# order of the `score` sort (best first, ties oldest first), so every page, and every keyset page
+# deep in the list, is an index range scan. No NULLS clause (SQLite has none in an index): the
+# listing reads scored and unscored programs as separate segments, so the index's place for
+# NULLs never matters. Children of a parent newest first (the store's recent failures of a
+# parent): (parent_id, id). Migration 0007.
+Index("ix_program_campaign_score", Program.campaign_id, Program.score.desc(), Program.id)
+Index("ix_program_campaign_island_score", Program.campaign_id, Program.island, Program.score.desc(),
+      Program.id)
+Index("ix_program_campaign_status_score", Program.campaign_id, Program.status, Program.score.desc(),
+      Program.id)
+Index("ix_program_parent_id", Program.parent_id, Program.id)
+
+
+class CodeBlob(Base):
+    """Each distinct program text once (db/blobs.py): `hash` is evolution.hashing.code_hash,
+    `data` a zstd frame (possibly with a campaign's dictionary, named in its header), `size` the
+    text's UTF-8 bytes. Shared by every program, campaign and project with this text; read only
+    through a program row of the reader's scope. No foreign keys: gc_code_blobs collects."""
+
+    __tablename__ = "code_blob"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class ZstdDict(Base):
+    """A zstd dictionary trained on one campaign's code or texts (db/blobs.py). `id` is the id
+    written in the frames compressed with it. Kept after its campaign is deleted: shared code
+    blobs may need it."""
+
+    __tablename__ = "zstd_dict"
+    __table_args__ = (UniqueConstraint("campaign_id", "kind", name="uq_zstd_dict_campaign_kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    campaign_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(8))          # code, text
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Evaluation(Base):

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from evoforge.db import blobs
 from evoforge.db import elites as elite_table
 from evoforge.db import model_stats
 from evoforge.db.campaign_config import CampaignConfig
@@ -102,6 +103,13 @@ class CampaignStore:
         self._relative = relative_features
         self._fp_key = fingerprint_key
         self._fingerprints: OrderedDict[int, Any] = OrderedDict()
+        # Code by hash, of the programs loaded (prompts quote them) and committed here.
+        self._codes: OrderedDict[str, str] = OrderedDict()
+        # The campaign's trained zstd dictionaries (db/blobs.py), looked for every TRAIN_AT
+        # iterations until both exist.
+        with self.engine.connect() as conn:
+            self._dicts = blobs.campaign_dictionaries(conn, campaign_id)
+        self._next_dict_check = blobs.TRAIN_AT
 
     # -- select ---------------------------------------------------------------------------
     def _refs_for(self, s: Session | Connection, ids: list[int]) -> dict[int, ProgramRef]:
@@ -111,8 +119,12 @@ class CampaignStore:
         missing = [i for i in ids if i not in found]
         if missing:
             rows = s.execute(REFS, {"ids": missing}).all()
+            codes = [blobs.decode_code(s, r[1]) for r in rows]
             with self._refs_lock:
-                for pid, code, score, status, island, generation, metrics, features, artifacts in rows:
+                for (pid, _, score, status, island, generation, metrics, features, artifacts,
+                     h), code in zip(rows, codes):
+                    if code is not None:
+                        self._remember_code(h, code)
                     if self._relative is not None and artifacts and self._fp_key in artifacts:
                         artifacts = dict(artifacts)
                         self._remember_fingerprint(pid, artifacts.pop(self._fp_key))
@@ -124,6 +136,13 @@ class CampaignStore:
                 while len(self._refs) > self._cache_size:
                     self._refs.popitem(last=False)
         return found
+
+    def _remember_code(self, h: str, code: str) -> None:
+        """Call with _refs_lock held."""
+        self._codes[h] = code
+        self._codes.move_to_end(h)
+        while len(self._codes) > self._cache_size:
+            self._codes.popitem(last=False)
 
     def _remember_fingerprint(self, pid: int, fp: Any) -> None:
         """Call with _refs_lock held."""
@@ -267,6 +286,68 @@ class CampaignStore:
                       type(getattr(exc, "orig", None) or exc).__name__)
             return self._write(unstorable(clean, exc))
 
+    # -- compact texts (db/blobs.py) ----------------------------------------------------------
+    def _known_codes(self, conn: Connection, hashes: list[str]) -> dict[str, str]:
+        with self._refs_lock:
+            found = {h: self._codes[h] for h in hashes if h in self._codes}
+        missing = [h for h in hashes if h not in found]
+        if missing:
+            stored = blobs.get_codes(conn, missing)
+            with self._refs_lock:
+                for h, code in stored.items():
+                    self._remember_code(h, code)
+            found.update(stored)
+        return found
+
+    def _encode_texts(self, child: Child) -> tuple[bytes | None, bytes | None]:
+        """The prompt with the parent's and the quoted programs' code as references, the reply
+        with the parent's and its own (a full rewrite quotes it). Only stored codes are referred
+        to: the parent's and quoted ones are read from code_blob, the child's is put with it."""
+        m = child.mutation
+        if m.prompt is None and m.response is None:
+            return None, None
+        parent: dict[str, str] = {}
+        quoted: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            if child.parent_id is not None:
+                ref = self._refs_for(conn, [child.parent_id]).get(child.parent_id)
+                if ref is not None and ref.code:
+                    parent = {hashing.code_hash(ref.code): ref.code}
+            if m.prompt:
+                with self._refs_lock:
+                    known = set(self._codes)
+                pairs = blobs.quoted_hashes(m.prompt)
+                # Each block gives (with, without) a trailing newline: ask only for unknown ones.
+                wanted = [h for a, b in zip(pairs[::2], pairs[1::2]) if a not in known
+                          and b not in known for h in (a, b)]
+                quoted = self._known_codes(conn, [h for h in pairs if h in known] + wanted)
+        own = {hashing.code_hash(child.code): child.code} if child.code is not None else {}
+        text_dict = self._dicts.get(blobs.TEXT)
+        prompt = (None if m.prompt is None else
+                  blobs.encode_text(m.prompt, {**parent, **quoted}, dictionary=text_dict))
+        response = (None if m.response is None else
+                    blobs.encode_text(m.response, {**parent, **own}, dictionary=text_dict))
+        return prompt, response
+
+    def _stored(self, h: str) -> bool:
+        """Whether code_blob has `h` already (known here, or one primary-key read): a cache hit
+        is then not even compressed."""
+        with self._refs_lock:
+            if h in self._codes:
+                return True
+        with self.engine.connect() as conn:
+            return blobs.has_code(conn, h)
+
+    def _dictionaries_due(self, iteration: int) -> None:
+        """Once the campaign has TRAIN_AT programs: find (or train) its dictionaries."""
+        if len(self._dicts) == 2 or iteration < self._next_dict_check:
+            return
+        self._next_dict_check = iteration + blobs.TRAIN_AT
+        try:
+            self._dicts = blobs.train_campaign_dictionaries(self.sessions, self.campaign_id)
+        except Exception:  # compression is an optimisation: never lose a commit over it
+            log.exception("campaign %s: training zstd dictionaries failed", self.campaign_id)
+
     def _write(self, child: Child) -> Committed:
         """One transaction of Core statements: program, the campaign row (counters and best),
         evaluation, cache entries, then the elite cells (lock order: campaign row first)."""
@@ -274,17 +355,25 @@ class CampaignStore:
         artifacts = dict(r.artifacts)
         if m.error and r.status == REJECTED:
             artifacts.setdefault("reason", m.error)
+        prompt_z, response_z = self._encode_texts(child)   # CPU work, before the transaction
+        # The row's hash addresses its code blob: the stored (cleaned) text's, which differs from
+        # `child.code_hash` (the evaluated text's, kept on the evaluation) only if cleaning changed it.
+        stored_hash = hashing.code_hash(child.code) if child.code is not None else None
+        code_row = (None if child.code is None or self._stored(stored_hash) else
+                    blobs.code_row(child.code, self._dicts.get(blobs.CODE)))
         now = utcnow()
         try:
             with self.engine.begin() as conn:
                 # The unique (campaign, iteration) key makes a redelivered iteration fail here.
                 program_id = conn.execute(INSERT_PROGRAM, dict(
                     campaign_id=self.campaign_id, iteration=child.iteration, parent_id=child.parent_id,
-                    island=child.island, generation=child.generation, code=child.code,
-                    code_hash=child.code_hash, kind=m.kind, model=m.model, prompt=m.prompt,
-                    response=m.response, prompt_tokens=m.prompt_tokens,
+                    island=child.island, generation=child.generation,
+                    code_hash=stored_hash, kind=m.kind, model=m.model, prompt_z=prompt_z,
+                    response_z=response_z, prompt_tokens=m.prompt_tokens,
                     completion_tokens=m.completion_tokens, cost_usd=m.cost_usd, extra=m.extra or {},
                     status=r.status, score=r.score, created_at=now)).scalar_one()
+                if code_row is not None:   # once per distinct text: a cache hit adds no bytes
+                    blobs.insert_code_rows(conn, [code_row])
                 placed = r.status == OK and r.score is not None and child.code is not None
                 new_best = self._count(conn, child, program_id, placed)
                 model_stats.record(conn, self.campaign_id, child)  # the LLM bandit's row
@@ -303,8 +392,13 @@ class CampaignStore:
                     migrate(conn, self.campaign_id, self.islands)
                 if self.meta_interval and child.iteration and child.iteration % self.meta_interval == 0:
                     self._refresh_meta_note(conn)
-                return Committed(program_id=program_id, improved_cell=improved, new_best=new_best,
-                                 result=r, cache=child.cache)
+                committed = Committed(program_id=program_id, improved_cell=improved,
+                                      new_best=new_best, result=r, cache=child.cache)
+            if stored_hash is not None:
+                with self._refs_lock:
+                    self._remember_code(stored_hash, child.code)
+            self._dictionaries_due(child.iteration)
+            return committed
         except IntegrityError:
             # This iteration was committed before (a redelivered task): report the stored one.
             with self.engine.connect() as conn:

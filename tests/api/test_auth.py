@@ -74,6 +74,7 @@ def test_projects_are_isolated(live_server, tmp_path):
         assert anon.get("/healthz").status_code == 200   # probes need no key
 
     # programs are scoped through their campaign: an ad-hoc evaluation of project alpha
+    from evoforge.db.blobs import put_code
     from evoforge.db.models import Program
     from evoforge.evolution.types import OK
     from evoforge.worker.evaluate import adhoc_campaign
@@ -83,7 +84,8 @@ def test_projects_are_isolated(live_server, tmp_path):
     pid_alpha = apikeys.project_of_key(sessions, key_a)
     adhoc = adhoc_campaign(sessions, task, parse_params(task, {}), pid_alpha)
     with sessions.begin() as s:
-        p = Program(campaign_id=adhoc, iteration=0, code="x = 1\n", status=OK, score=1.0)
+        p = Program(campaign_id=adhoc, iteration=0, code_hash=put_code(s, "x = 1\n"), status=OK,
+                    score=1.0)
         s.add(p)
         s.flush()
         program_id = p.id

@@ -31,6 +31,7 @@ KEY, PROJECT_ID = create_key(session_factory(DB_URL), "schemathesis")
 
 def _seed_rows() -> None:
     """A few campaigns and programs, so generated small ids sometimes hit real rows."""
+    from evoforge.db.blobs import put_code
     from evoforge.db.models import Evaluation, Program
     from evoforge.worker.campaign_service import create_campaign
     from evoforge.db.campaign_config import CampaignSpec
@@ -41,10 +42,10 @@ def _seed_rows() -> None:
                                                    budget={"max_evaluations": 10}),
                             project_id=PROJECT_ID)
         with sessions.begin() as s:
-            p0 = Program(campaign_id=c.id, iteration=0, code="x = 1\n", status="ok", score=1.0, kind="seed")
+            p0 = Program(campaign_id=c.id, iteration=0, code_hash=put_code(s, "x = 1\n"), status="ok", score=1.0, kind="seed")
             s.add(p0)
             s.flush()
-            p1 = Program(campaign_id=c.id, iteration=1, parent_id=p0.id, code="x = 2\n", status="error",
+            p1 = Program(campaign_id=c.id, iteration=1, parent_id=p0.id, code_hash=put_code(s, "x = 2\n"), status="error",
                          kind="local")
             s.add(p1)
             s.flush()

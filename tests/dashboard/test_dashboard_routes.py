@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
+from evoforge.db.blobs import code_hash, put_code, put_codes
 from evoforge.db.models import EliteCell, Evaluation, Program
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -23,12 +24,13 @@ def populate(sessions, programs: int = 40, islands: int = 2):
     for i in range(programs):
         status = "error" if i % 7 == 3 else "ok"
         rows.append(dict(id=i + 1, campaign_id=c.id, iteration=i, parent_id=i if i else None,
-                         island=i % islands, generation=i, code=c.seed_program + f"\n# v{i}\n",
-                         code_hash=f"{i:064x}", kind="test" if i else "seed", status=status,
+                         island=i % islands, generation=i,
+                         code_hash=code_hash(c.seed_program + f"\n# v{i}\n"), kind="test" if i else "seed", status=status,
                          score=None if status == "error" else 1.0 + rng.random(), extra={},
                          model="m1" if i % 2 else None, prompt_tokens=10 * (i % 2),
                          completion_tokens=5 * (i % 2), cost_usd=0.001 * (i % 2)))
     with sessions.begin() as s:
+        put_codes(s, [c.seed_program + f"\n# v{i}\n" for i in range(programs)])
         s.execute(insert(Program), rows)
         s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key, status=r["status"],
                                             score=r["score"], metrics={"sum_radii": r["score"] or 0.0},
@@ -123,9 +125,9 @@ def test_overview_aggregates(client):
     # Later calls extend the cached totals with only the new rows.
     with client.sessions.begin() as s:
         s.execute(insert(Program), [dict(id=41, campaign_id=cid, iteration=40, parent_id=40, island=1,
-                                         code="x", kind="test", status="timeout", score=None, extra={}),
+                                         code_hash=put_code(s, "x"), kind="test", status="timeout", score=None, extra={}),
                                     dict(id=42, campaign_id=cid, iteration=41, parent_id=40, island=0,
-                                         code="y", kind="test", status="ok", score=best + 1, extra={})])
+                                         code_hash=put_code(s, "y"), kind="test", status="ok", score=best + 1, extra={})])
     o2 = client.get(f"/dashboard-api/campaigns/{cid}/overview").json()
     assert sum(o2["statuses"].values()) == 42 and o2["statuses"]["timeout"] == 1
     assert [i["programs"] for i in o2["islands"]] == [21, 21]

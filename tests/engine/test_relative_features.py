@@ -3,6 +3,7 @@ fork-server sandbox, local mutator) whose elite_corr feature is computed by the 
 factor fingerprints of the island's current elites, and decides the MAP-Elites cell."""
 from sqlalchemy import select
 
+from evoforge.db.blobs import get_codes
 from evoforge.db.models import Campaign, EliteCell, Evaluation, Program
 from evoforge.db.store import CampaignStore
 from evoforge.evaluators.base import FINGERPRINT_KEY
@@ -23,7 +24,7 @@ def test_elite_correlation_is_a_stored_feature_that_places_programs(sessions, fo
     assert out["status"] == "completed" and out["evaluations"] == 14
     with sessions() as s:
         dims = s.get(Campaign, cid).config["archive"]["dims"]
-        rows = s.execute(select(Program.iteration, Program.code, Evaluation.features, Evaluation.artifacts)
+        rows = s.execute(select(Program.iteration, Program.code_hash, Evaluation.features, Evaluation.artifacts)
                          .join(Evaluation, Evaluation.program_id == Program.id)
                          .where(Program.campaign_id == cid, Program.status == OK)
                          .order_by(Program.id)).all()
@@ -39,9 +40,11 @@ def test_elite_correlation_is_a_stored_feature_that_places_programs(sessions, fo
     store = CampaignStore(sessions, cid)
     # The cell really depends on it: same code, another elite_corr -> another cell.
     child = rows[1]
+    with sessions() as s:
+        code = get_codes(s, [child.code_hash])[child.code_hash]
     moved = {**child.features, "elite_corr": 0.0 if child.features["elite_corr"] >= 0.5 else 0.99}
-    assert store.cell_of(child.code, child.features) != store.cell_of(child.code, moved)
-    assert (cells.parse_cell_key(store.cell_of(child.code, child.features))[1]
+    assert store.cell_of(code, child.features) != store.cell_of(code, moved)
+    assert (cells.parse_cell_key(store.cell_of(code, child.features))[1]
             == cells.bin_index(child.features["elite_corr"], store.dims[1]))
     # ... and in the real table: the seed (elite_corr 0) and its close copies hold different cells.
     assert len({cells.parse_cell_key(cell)[1] for _, cell in stored}) > 1

@@ -11,6 +11,7 @@ import threading
 import pytest
 from sqlalchemy import func, inspect, select
 
+from evoforge.db.blobs import put_code
 from evoforge.db.models import Campaign, EliteCell, Program
 from evoforge.evolution.step import Child
 from evoforge.evolution.types import OK, EvalResult, Mutation
@@ -81,7 +82,8 @@ def test_concurrent_offers_to_one_new_cell_keep_the_best(pg_url):
     with sessions.begin() as s:  # programs for the elite rows to point at
         pids = []
         for i in range(8):
-            p = Program(campaign_id=cid, iteration=i, code="x", status=OK, score=float(i))
+            p = Program(campaign_id=cid, iteration=i, code_hash=put_code(s, "x"), status=OK,
+                        score=float(i))
             s.add(p)
             s.flush()
             pids.append(p.id)

@@ -160,8 +160,11 @@ def test_nan_metric_and_nul_reply_do_not_fail_a_postgres_campaign(pg_url, listen
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT p.iteration, p.status, p.response, e.metrics::text, e.artifacts::text "
+            "SELECT p.iteration, p.status, p.response_z, e.metrics::text, e.artifacts::text "
             "FROM program p JOIN evaluation e ON e.program_id = p.id ORDER BY p.iteration")).all()
+        from evoforge.db.blobs import decode_texts
+        replies = decode_texts(conn, [r[2] for r in rows])   # the stored reply, exactly
+        rows = [(r[0], r[1], reply, r[3], r[4]) for r, reply in zip(rows, replies)]
     engine.dispose()
     assert len(rows) == 4
     seed_metrics, seed_artifacts = json.loads(rows[0][3]), json.loads(rows[0][4])

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import update
 
 from evoforge.db.campaign_config import CampaignSpec
+from evoforge.db.blobs import put_code
 from evoforge.db.models import Campaign, Program, WorkerLease
 from evoforge.worker import dispatch
 from evoforge.worker.campaign_service import create_campaign
@@ -48,7 +49,8 @@ def commit(sessions, cid: int, *iterations: int) -> None:
     and the campaign's evaluation counter."""
     with sessions.begin() as s:
         for it in iterations:
-            s.add(Program(campaign_id=cid, iteration=it, status="ok", score=1.0, code="x"))
+            s.add(Program(campaign_id=cid, iteration=it, status="ok", score=1.0,
+                          code_hash=put_code(s, "x")))
         s.execute(update(Campaign).where(Campaign.id == cid)
                   .values(evaluations=Campaign.evaluations + len(iterations)))
 
