@@ -3,7 +3,7 @@ concurrent clients and 20,000 programs stored, on SQLite and PostgreSQL, side by
 
     .venv/bin/python bench/api_latency.py [--programs 20000] [--clients 50] [--requests 40]
                                           [--db sqlite,postgres] [--pg-url postgresql://...]
-                                          [--client raw|httpx]
+                                          [--client raw|httpx] [--random]
 
 For each database: migrate, create an API key, store one campaign with `--programs` programs
 (bulk inserts, as bench/selection_scaling.py) and a full archive (4 islands x 100 cells), start
@@ -14,6 +14,11 @@ client. The default client is a minimal HTTP/1.1 one on asyncio streams (`--clie
 old one, which spends as much CPU per request as the server does). PostgreSQL is started
 from the system binaries (tests/integration/services.py) unless `--pg-url` is given.
 Goal: p99 under 100 ms.
+
+By default each endpoint gets one request, repeated: the read caches answer it (the cached
+figure). `--random` draws every request instead (sort, status, island, a page deep in the list
+by `offset` or by keyset `after`, a program by id), so that the caches cannot answer them: the
+database's figure. bench/million.py does both at a million programs.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 
 from evoforge.db.apikeys import create_key  # noqa: E402
+from evoforge.db.blobs import code_hash, put_codes  # noqa: E402
 from evoforge.db.engine import session_factory, upgrade  # noqa: E402
 from evoforge.db.models import EliteCell, Evaluation, Program  # noqa: E402
 from evoforge.worker.campaign_service import create_campaign  # noqa: E402
@@ -57,12 +64,13 @@ def populate(url: str, programs: int) -> tuple[int, str]:
         for start in range(0, programs, 5000):
             rows = [dict(id=i + 1, campaign_id=c.id, iteration=i, island=i % ISLANDS,
                          parent_id=(rng.randrange(i) + 1) if i else None, generation=1 + i // 1000,
-                         code=code + f"\n# variant {i}\n", code_hash=f"{i:064x}", kind="bench",
+                         code_hash=code_hash(code + f"\n# variant {i}\n"), kind="bench",
                          status=rng.choice(statuses), score=rng.random(), extra={})
                     for i in range(start, min(programs, start + 5000))]
             for r in rows:
                 if r["status"] != "ok":
                     r["score"] = None
+            put_codes(s, [code + f"\n# variant {i}\n" for i in range(start, start + len(rows))])
             s.execute(insert(Program), rows)
             s.execute(insert(Evaluation), [dict(program_id=r["id"], task_key=c.task_key,
                                                 status=r["status"], score=r["score"],
@@ -149,8 +157,27 @@ class HttpxClient:
 CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
 
 
-async def load(port: int, path: str, key: str, clients: int, requests: int,
-               kind: str = "raw") -> tuple[list[float], float]:
+async def random_paths(cid: int, programs: int) -> dict[str, Callable[[random.Random], str]]:
+    """--random: request generators (ids are 1..programs, as `populate` stores them)."""
+    def page(rng: random.Random) -> str:
+        sort = rng.choice(["score", "-score", "iteration", "-iteration"])
+        q = f"/api/v1/campaigns/{cid}/programs?sort={sort}&limit=50"
+        if rng.random() < 0.5:
+            q += f"&status={rng.choice(['ok', 'error', 'invalid'])}"
+        if rng.random() < 0.5:
+            q += f"&island={rng.randrange(ISLANDS)}"
+        if "iteration" in sort:   # iteration i is program i + 1: any iteration is a cursor
+            return q + f"&after=i:{rng.randrange(programs)}"
+        return q + f"&offset={rng.randrange(programs // 4)}"
+    return {"programs": page,
+            "program": lambda rng: f"/api/v1/programs/{rng.randrange(programs) + 1}"}
+
+
+async def load(port: int, path: str | Callable[[random.Random], str], key: str, clients: int,
+               requests: int, kind: str = "raw") -> tuple[list[float], float]:
+    """`path`: one request repeated, or a function drawing each request."""
+    rng = random.Random(0)
+    draw = path if callable(path) else (lambda _rng: path)
     make = CLIENTS[kind]
     lat: list[float] = []
 
@@ -162,11 +189,12 @@ async def load(port: int, path: str, key: str, clients: int, requests: int,
     c = make("127.0.0.1", port, key)
     await c.open()
     for _ in range(20):  # warm-up: caches, query plans
-        await get_ok(c, path)
+        await get_ok(c, draw(rng))
     serial = []
     for _ in range(100):  # one client alone: the service time without queueing
+        p = draw(rng)
         t0 = time.perf_counter()
-        await get_ok(c, path)
+        await get_ok(c, p)
         serial.append(time.perf_counter() - t0)
     await c.close()
     load.serial_p50 = statistics.median(serial) * 1e3
@@ -177,8 +205,9 @@ async def load(port: int, path: str, key: str, clients: int, requests: int,
 
     async def client(c) -> None:
         for _ in range(requests):
+            p = draw(rng)
             t0 = time.perf_counter()
-            await get_ok(c, path)
+            await get_ok(c, p)
             lat.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -203,9 +232,11 @@ def bench_db(name: str, url: str, a, tmp: Path) -> dict[str, dict[str, float]]:
     proc = serve(url, port, tmp / f"serve-{name}.log")
     out = {}
     try:
-        for ep, path in ENDPOINTS.items():
-            lat, wall = asyncio.run(load(port, path.format(cid=cid), key, a.clients, a.requests,
-                                         a.client))
+        paths = ({**{ep: p.format(cid=cid) for ep, p in ENDPOINTS.items()},
+                  **random_paths(cid, a.programs)} if a.random
+                 else {ep: p.format(cid=cid) for ep, p in ENDPOINTS.items()})
+        for ep, path in paths.items():
+            lat, wall = asyncio.run(load(port, path, key, a.clients, a.requests, a.client))
             out[ep] = {"p50": pct(lat, 50), "p99": pct(lat, 99), "mean": statistics.mean(lat) * 1e3,
                        "rps": len(lat) / wall, "n": len(lat), "serial": load.serial_p50}
             print(f"[{name}] {ep}: 1 client p50 {load.serial_p50:.1f} ms; {a.clients} clients: "
@@ -227,6 +258,8 @@ def main() -> None:
     ap.add_argument("--client", choices=sorted(CLIENTS), default="raw",
                     help="load generator: raw asyncio HTTP/1.1 (default, ~0.1 ms CPU a request) "
                          "or httpx (~1 ms, competes with the server for the shared cores)")
+    ap.add_argument("--random", action="store_true",
+                    help="draw every /programs request (and add GET /programs/{id}): uncached")
     a = ap.parse_args()
     results: dict[str, dict] = {}
     load_before = os.getloadavg()
@@ -258,14 +291,14 @@ def main() -> None:
     names = list(results)
     print(f"{'endpoint':<10} " + " ".join(f"{n + ' ' + k:>16}" for n in names
                                           for k in ("1-client p50", "p50", "p99", "req/s")))
-    for ep in ENDPOINTS:
+    for ep in results[names[0]] if names else ():
         cells = []
         for n in names:
             r = results[n][ep]
             cells += [f"{r['serial']:>16.1f}", f"{r['p50']:>16.1f}", f"{r['p99']:>16.1f}",
                       f"{r['rps']:>16.0f}"]
         print(f"{ep:<10} " + " ".join(cells))
-    worst = max((r[ep]["p99"] for r in results.values() for ep in ENDPOINTS), default=float("nan"))
+    worst = max((r[ep]["p99"] for r in results.values() for ep in r), default=float("nan"))
     print(f"worst p99 {worst:.1f} ms (goal < 100 ms): {'met' if worst < 100 else 'NOT met'}")
 
 

@@ -12,21 +12,25 @@ from sqlalchemy import Float, bindparam, case, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from evoforge.db.models import Campaign, EliteCell, EvalCache, Evaluation, Program
+from evoforge.db.models import Campaign, CodeBlob, EliteCell, EvalCache, Evaluation, Program
 from evoforge.evolution.types import OK, EvalResult
 
 P, E, C = Program.__table__, Evaluation.__table__, Campaign.__table__
-EC, K = EliteCell.__table__, EvalCache.__table__
+EC, K, CB = EliteCell.__table__, EvalCache.__table__, CodeBlob.__table__
 
 INSERT_PROGRAM = P.insert().returning(P.c.id)
 INSERT_EVALUATION = E.insert().returning(E.c.id)
 ELITES = (select(EC.c.island, EC.c.program_id, EC.c.score, EC.c.cell)
            .where(EC.c.campaign_id == bindparam("cid")))
-REF_COLUMNS = (P.c.id, P.c.code, P.c.score, P.c.status, P.c.island, P.c.generation,
-                E.c.metrics, E.c.features, E.c.artifacts)
-REFS = (select(*REF_COLUMNS).select_from(P.outerjoin(E, E.c.program_id == P.c.id))
+# The code comes as its code_blob frame (db/blobs.py decodes it); a pruned program's may be gone.
+REF_COLUMNS = (P.c.id, CB.c.data, P.c.score, P.c.status, P.c.island, P.c.generation,
+                E.c.metrics, E.c.features, E.c.artifacts, P.c.code_hash)
+REFS = (select(*REF_COLUMNS)
+         .select_from(P.outerjoin(E, E.c.program_id == P.c.id)
+                      .outerjoin(CB, CB.c.hash == P.c.code_hash))
          .where(P.c.id.in_(bindparam("ids", expanding=True))))
-NEWEST_WITH_CODE = (select(P.c.id).where(P.c.campaign_id == bindparam("cid"), P.c.code.is_not(None))
+NEWEST_WITH_CODE = (select(P.c.id).where(P.c.campaign_id == bindparam("cid"),
+                                         P.c.code_hash.is_not(None), P.c.pruned_at.is_(None))
                      .order_by(P.c.iteration.desc()).limit(1))
 ARTIFACTS = (select(E.c.program_id, E.c.artifacts)
               .where(E.c.program_id.in_(bindparam("ids", expanding=True))))

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.db.campaign_config import Budget, CampaignConfig, CampaignSpec
-from evoforge.db.campaign_rows import set_status, spent_budget, utc
+from evoforge.db.campaign_rows import set_status, since_gain, spent_budget, utc
 from evoforge.db.errors import CampaignNotFound, campaign_not_found
 from evoforge.db.models import Campaign, Program
 from evoforge.evaluators.base import Task, UnknownParams, get_task, parse_params, task_key
@@ -95,14 +95,16 @@ def _without_input(exc: Exception) -> str:
 
 def archive_dims(spec: CampaignSpec, task: Task, params: Any, seed_code: str) -> list[FeatureDim]:
     """Fixed bin edges, decided once at creation: code size around the seed's, then the task's
-    behaviour features."""
+    first behaviour features: `task.archive_axes` of them (optional, 1 by default, at most 2;
+    evaluators.base.Task), the others are stored with each evaluation, not binned."""
     if spec.archive.code_size_range:
         lo, hi = spec.archive.code_size_range
     else:
         size = max(1.0, code_size_feature(seed_code))
         lo, hi = 0.5 * size, 3.0 * size
     dims = [FeatureDim("code_size", float(lo), float(hi), spec.archive.bins)]
-    for d in task.feature_dims(params)[:1]:
+    axes = min(2, max(0, int(getattr(task, "archive_axes", 1))))
+    for d in task.feature_dims(params)[:axes]:
         dims.append(FeatureDim(d.name, d.lo, d.hi, spec.archive.bins))
     return dims
 
@@ -210,7 +212,11 @@ def budget_after(c: Campaign, more_evaluations: int) -> int:
 
 def _raise_budget(c: Campaign, total: int) -> None:
     config = CampaignConfig.load(c)
-    budget = config.budget.model_copy(update={"max_evaluations": total})
+    more: dict[str, Any] = {"max_evaluations": total}
+    if config.budget.patience:  # early stopping counts again from here, not from the last gain
+        stall = since_gain(c, config.budget.min_improvement) or 0
+        more["patience"] = min(10_000_000, config.budget.patience + stall)
+    budget = config.budget.model_copy(update=more)
     c.config = config.model_copy(update={"budget": budget}).document()  # a new dict: written
     if config.schedule is None:
         c.max_evaluations = total
@@ -270,6 +276,8 @@ def describe(c: Campaign) -> dict[str, Any]:
         "failures": c.failures, "rejected": c.rejected, "novelty_skips": c.novelty_skips,
         "tokens": c.tokens, "cost_usd": round(c.cost_usd, 6), "eval_seconds": round(c.eval_seconds, 6),
         "elapsed_s": None if elapsed is None else round(elapsed, 3), "error": c.error or None,
+        # which budget ended a completed campaign (max_evaluations, patience, ...)
+        "stop_reason": spent_budget(c) if c.status == "completed" else None,
         "created_at": _iso(c.created_at), "started_at": _iso(c.started_at),
         "finished_at": _iso(c.finished_at),
     }
@@ -282,9 +290,9 @@ def _iso(t) -> str | None:
 def mutation_stats(sessions: sessionmaker[Session], campaign_id: int) -> dict[str, Any]:
     """How the campaign's programs were made: edits applied vs rejected, by mutation kind."""
     with sessions() as s:
-        rows = s.execute(select(Program.kind, Program.code.is_not(None), func.count())
+        rows = s.execute(select(Program.kind, Program.code_hash.is_not(None), func.count())
                          .where(Program.campaign_id == campaign_id)
-                         .group_by(Program.kind, Program.code.is_not(None))).all()
+                         .group_by(Program.kind, Program.code_hash.is_not(None))).all()
     by_kind: dict[str, dict[str, int]] = {}
     for kind, has_code, n in rows:
         entry = by_kind.setdefault(kind, {"applied": 0, "rejected": 0})

@@ -1,0 +1,137 @@
+"""The query shapes of a campaign's program listing: every page an index range scan.
+
+A sort is read as segments, each one ORDER BY that an index of migration 0007 holds as it is
+(db/models.py): `score` is the scored programs best first (ties: oldest first), then the
+unscored ones oldest first; `-score` the scored ones worst first (ties: newest first), then the
+unscored ones oldest first; `iteration` / `-iteration` one segment. Splitting on NULL is what
+lets one index serve both databases, which keep NULLs at opposite ends of a DESC index, and
+both directions of the score sort.
+
+Keyset pagination (`after`): a cursor names the last item of a page (`s:<id>:<score>`,
+`n:<id>`, `i:<iteration>`), and the next page starts right after it with range conditions on
+the index's columns, so page 20,000 costs what page 1 costs. `offset` still works: it skips
+whole segments by their cached counts, then rows, and costs as many rows as it skips.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evoforge.db.models import Program
+
+SORTS = ("score", "-score", "iteration", "-iteration")
+CURSOR_PATTERN = r"^[sni]:[0-9]{1,19}(:[-+0-9.eEinf]{1,32})?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+MAX_ID = 2**63 - 1
+
+
+class BadCursor(ValueError):
+    """An `after` that this service did not hand out for this sort."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One range of the listing: extra conditions and the ORDER BY an index serves."""
+    where: tuple
+    order: tuple
+
+
+@dataclass(frozen=True)
+class Cursor:
+    kind: str                 # s: a scored program, n: an unscored one, i: an iteration
+    key: int                  # the program id (s, n) or the iteration (i)
+    score: float | None = None
+
+
+def _scored_order(sort: str) -> tuple:
+    if sort == "score":
+        return (Program.score.desc(), Program.id.asc())
+    return (Program.score.asc(), Program.id.desc())   # the index read backwards
+
+
+_UNSCORED_ORDER = (Program.score.desc(), Program.id.asc())
+
+
+def segments(sort: str) -> list[Part]:
+    """The sort as its segments, in order (see the module doc)."""
+    if sort not in SORTS:
+        raise BadCursor(f"unknown sort {sort!r}")
+    if sort == "iteration":
+        return [Part((), (Program.iteration.asc(),))]
+    if sort == "-iteration":
+        return [Part((), (Program.iteration.desc(),))]
+    return [Part((Program.score.is_not(None),), _scored_order(sort)),
+            Part((Program.score.is_(None),), _UNSCORED_ORDER)]
+
+
+def parse_cursor(sort: str, after: str) -> Cursor:
+    """A cursor of `cursor_of` for this sort, or BadCursor (never a database error)."""
+    if not isinstance(after, str) or len(after) > 64 or not _CURSOR.match(after):
+        raise BadCursor("after: not a cursor this listing handed out")
+    kind, key, *rest = after.split(":")
+    number = int(key)
+    if number > MAX_ID:
+        raise BadCursor("after: out of range")
+    by_iteration = sort in ("iteration", "-iteration")
+    if by_iteration != (kind == "i") or (kind == "s") != bool(rest):
+        raise BadCursor(f"after: a cursor of another sort than {sort!r}")
+    if kind != "s":
+        return Cursor(kind, number)
+    try:
+        score = float(rest[0])
+    except ValueError:
+        raise BadCursor("after: not a number") from None
+    if math.isnan(score):
+        raise BadCursor("after: not a number")
+    return Cursor(kind, number, score)
+
+
+def cursor_of(sort: str, row: Any) -> str:
+    """The cursor that continues the listing right after `row` (a summary row)."""
+    if sort in ("iteration", "-iteration"):
+        return f"i:{row.iteration}"
+    if row.score is None:
+        return f"n:{row.id}"
+    return f"s:{row.id}:{row.score!r}"
+
+
+def parts(sort: str, cursor: Cursor) -> list[Part]:
+    """What is left of the listing after `cursor`: each part a range of one index."""
+    P = Program
+    if cursor.kind == "i":
+        after = P.iteration > cursor.key if sort == "iteration" else P.iteration < cursor.key
+        return [Part((after,), segments(sort)[0].order)]
+    unscored = segments(sort)[1]
+    if cursor.kind == "n":
+        return [Part(unscored.where + (P.id > cursor.key,), unscored.order)]
+    order, s = _scored_order(sort), cursor.score
+    if sort == "score":   # ties oldest first, then lower scores
+        ties, rest = P.id > cursor.key, P.score < s
+    else:                 # ties newest first, then higher scores
+        ties, rest = P.id < cursor.key, P.score > s
+    return [Part((P.score == s, ties), order), Part((rest,), order), unscored]
+
+
+def fetch(s: Session, columns: tuple, where: list, sort: str, counts: tuple[int, int],
+          limit: int, offset: int, todo: list[Part] | None) -> list[Any]:
+    """Up to `limit` rows: from the parts after a cursor (`todo`), or from the sort's segments
+    after skipping `offset` rows (whole segments by their counts: (scored, unscored))."""
+    if todo is None:
+        todo = segments(sort)
+        sizes = [sum(counts)] if len(todo) == 1 else list(counts)
+        while len(todo) > 1 and offset >= sizes[0]:
+            offset -= sizes.pop(0)
+            todo = todo[1:]
+    rows: list[Any] = []
+    for part in todo:
+        q = select(*columns).where(*where, *part.where).order_by(*part.order)
+        rows += s.execute(q.limit(limit - len(rows)).offset(offset or None)).all()
+        offset = 0
+        if len(rows) >= limit:
+            break
+    return rows
