@@ -1,20 +1,27 @@
 """Per-process read caches of the API (one set per app, on `AppState.caches`).
 
+Several API processes (`evoforge serve --workers N`, or one per host behind a balancer) each
+keep their own caches, so nothing here may answer a question whose answer another process (or
+a Celery worker, or `evoforge run`) can change without this process hearing of it. Hence:
+
 - Principals: the project of an API key, by the key's sha256, for `key_ttl_s` (default 5 s,
   $EVOFORGE_KEY_CACHE_TTL).
-  A revoked key therefore keeps working in a process that saw it for at most that long.
+  A revoked key therefore keeps working in a process that saw it for at most that long (in every
+  process: revocation is the one bounded-staleness read left, docs/service.md).
   Invalid keys are never cached (a flood of random keys cannot fill memory or hide a new key).
-- Campaign versions: (id, created_at, evaluations) of a campaign as the caller's project sees it
-  (None: not found / not theirs), for `version_ttl_s` (default 0.15 s, $EVOFORGE_VERSION_CACHE_TTL;
-  once expired, api/fastpath.py serves the last one for at most 0.25 s more while one query
-  re-reads it, so a state is never served more than 0.4 s after it changed). Elite cells and programs
-  change only in an iteration's commit, which bumps `evaluations` in the same transaction, so the
-  version names one state of the archive; a read of the campaign row in this process (GET
-  /campaigns/{id}, pause, ...) refreshes it at once, and a delete drops it.
+- Campaign versions are never cached. Each request of /elites or /programs reads the campaign's
+  version, (id, created_at, evaluations) as the caller's project sees it, from the database: one
+  query by primary key (`fresh`). Concurrent requests share that query, but only a query that
+  began after the request arrived (`fresh`, below): so a request sent after a write committed,
+  through any process, sees a version at least as new as that write.
 - Bodies: the ready-made JSON bytes of `/elites` and of `/programs` pages, keyed by endpoint,
   version and the raw query string the route validated (`body_key`); an LRU of `body_entries`.
-  A new version is a new key, so a progressing campaign is never served an old archive beyond
-  the version TTL. api/fastpath.py serves a request whose key is here without the framework.
+  A version names one state of what these endpoints show: elite cells and programs change only
+  in an iteration's commit (ring migration included), which bumps `evaluations` in the same
+  transaction; created_at tells a new campaign from a deleted one whose id SQLite handed out
+  again. So a body cached under the version just read is exactly what the database holds.
+  THE CONTRACT: any other write that changes what /elites or /programs return must change the
+  version in its own transaction (docs/service.md lists the writes and what each does).
 
 These are the read path's only caches: the services below the routes (api/services/programs.py)
 do not cache. bench/api_latency.py measures what they buy (docs/benchmarks.md).
@@ -23,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import threading
 import time
@@ -31,7 +37,6 @@ from collections import OrderedDict
 from typing import Any
 
 _MISS = object()
-log = logging.getLogger("evoforge.api")
 
 
 class LRU:
@@ -63,24 +68,35 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
-class ApiCaches:
-    """TTLs default from $EVOFORGE_KEY_CACHE_TTL (5 s) and $EVOFORGE_VERSION_CACHE_TTL (0.15 s);
-    0 turns a cache off."""
+class _Fresh:
+    """One key of `ApiCaches.fresh`: the read in flight, and the future of the read to start
+    when it ends (shared by everyone who arrived while it ran)."""
 
-    def __init__(self, *, key_ttl_s: float | None = None, version_ttl_s: float | None = None,
-                 body_entries: int = 256, max_keys: int = 10_000):
+    __slots__ = ("running", "waiting", "fn")
+
+    def __init__(self) -> None:
+        self.running: asyncio.Future | None = None
+        self.waiting: asyncio.Future | None = None
+        self.fn = None
+
+
+class ApiCaches:
+    """The key TTL defaults from $EVOFORGE_KEY_CACHE_TTL (5 s); 0 turns that cache off."""
+
+    def __init__(self, *, key_ttl_s: float | None = None, body_entries: int = 256,
+                 max_keys: int = 10_000):
         if key_ttl_s is None:
             key_ttl_s = _env_float("EVOFORGE_KEY_CACHE_TTL", 5.0)
-        if version_ttl_s is None:
-            version_ttl_s = _env_float("EVOFORGE_VERSION_CACHE_TTL", 0.15)
-        self.key_ttl_s, self.version_ttl_s = key_ttl_s, version_ttl_s
+        self.key_ttl_s = key_ttl_s
         self.body_entries, self.max_keys = body_entries, max_keys
         self._keys: dict[str, tuple[float, int]] = {}
-        self._versions: dict[tuple, tuple[float, Any]] = {}
         self._bodies = LRU(body_entries)
         self._lock = threading.Lock()
         self._inflight: dict[tuple, asyncio.Future] = {}
+        self._fresh: dict[tuple, _Fresh] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.fresh_reads = 0  # queries `fresh` sent (tests, bench)
+        self.inline_reads: bool | None = None  # set by the routes from the database's dialect
 
     # -- API keys -------------------------------------------------------------------------------
     @staticmethod
@@ -109,30 +125,6 @@ class ApiCaches:
         with self._lock:
             self._keys.clear()
 
-    # -- campaign versions ----------------------------------------------------------------------
-    def version(self, project_id: int | None, campaign_id: int) -> Any:
-        hit = self._versions.get((project_id, campaign_id))
-        if hit is None or hit[0] < time.monotonic():
-            return _MISS
-        return hit[1]
-
-    def version_entry(self, project_id: int | None, campaign_id: int):
-        """(expires, version) even when expired, or None."""
-        return self._versions.get((project_id, campaign_id))
-
-    def remember_version(self, project_id: int | None, campaign_id: int, version: Any) -> None:
-        if self.version_ttl_s <= 0:
-            return
-        with self._lock:
-            if len(self._versions) >= 4096:
-                self._versions.clear()
-            self._versions[(project_id, campaign_id)] = (time.monotonic() + self.version_ttl_s, version)
-
-    def forget_campaign(self, campaign_id: int) -> None:
-        with self._lock:
-            for k in [k for k in self._versions if k[1] == campaign_id]:
-                del self._versions[k]
-
     # -- response bodies (keys from `body_key`) -------------------------------------------------
     def body(self, key: tuple) -> bytes | None:
         return self._bodies.get(key)
@@ -142,8 +134,8 @@ class ApiCaches:
 
     async def single_flight(self, key: tuple, fn):
         """Run blocking `fn` in the thread pool once for concurrent callers of the same key
-        (event-loop side only): when a version expires or a campaign progresses, the 50 requests
-        in flight wait for one query instead of sending 50."""
+        (event-loop side only). Only for answers that cannot go stale while shared: an API key's
+        project, a body under a version read for this request (the version names the data)."""
         from starlette.concurrency import run_in_threadpool
 
         fut = self._inflight.get(key)
@@ -163,20 +155,61 @@ class ApiCaches:
         finally:
             self._inflight.pop(key, None)
 
+    # -- reads that must not be stale -----------------------------------------------------------
+    async def fresh(self, key: tuple, fn, *, inline: bool = False):
+        """The value of blocking `fn` (in the thread pool) read by a query that STARTED AFTER
+        this call: so it reflects every write committed before the request arrived, in any
+        process. Concurrent callers share reads: one in flight per key at a time; who arrives
+        while one runs waits for the next, which starts when it ends and serves all of them.
+        Under 50 clients that is a query per query-time for a campaign, not one per request,
+        and a request waits for at most two of them. (`single_flight` would hand a newcomer the
+        answer of a query that began before it arrived, possibly before the write it follows.)
+        The reads run as tasks of their own: a caller that goes away cancels nothing shared.
+        `inline`: run `fn` on the event loop (in that task, so everyone who arrived before it
+        ran still shares it) instead of the thread pool: for a read of microseconds (SQLite by
+        primary key) the hop to a thread and back costs more than the read, and under load far
+        more (the GIL handoff: docs/benchmarks.md)."""
+        loop = asyncio.get_running_loop()
+        slot = self._fresh.get(key)
+        if slot is None:
+            slot = self._fresh[key] = _Fresh()
+        if slot.running is None:
+            fut = slot.running = loop.create_future()
+            slot.fn = fn
+            self._spawn(self._read(key, slot, fut, inline))
+        else:
+            if slot.waiting is None:
+                slot.waiting = loop.create_future()
+                slot.fn = fn
+            fut = slot.waiting
+        return await asyncio.shield(fut)
 
-    def refreshing(self, key: tuple) -> bool:
-        return key in self._inflight
+    async def _read(self, key: tuple, slot: _Fresh, fut: asyncio.Future, inline: bool) -> None:
+        import anyio
 
-    def in_background(self, coro) -> None:
+        try:
+            self.fresh_reads += 1
+            value = slot.fn() if inline else await anyio.to_thread.run_sync(slot.fn)
+        except BaseException as exc:
+            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            fut.set_result(value)
+        finally:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "not retrieved"
+            if slot.waiting is not None:  # the callers that arrived meanwhile: their own read
+                slot.running, slot.waiting = slot.waiting, None
+                self._spawn(self._read(key, slot, slot.running, inline))
+            else:
+                slot.running = slot.fn = None
+                if self._fresh.get(key) is slot:
+                    del self._fresh[key]
+
+    def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-
-        def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:  # the next request retries
-                log.warning("background cache refresh failed: %r", t.exception())
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._tasks.discard)
 
 
 MISS = _MISS

@@ -4,27 +4,33 @@ Under 50 concurrent clients the framework, not the database, was the cost: routi
 resolution and the middleware stack took ~0.25-0.3 ms of CPU per request on top of uvicorn's
 own HTTP handling (docs/benchmarks.md: without this middleware p99 grows several times). This
 middleware answers a request itself only when the route has already answered the very same
-request: the route stores each body under (endpoint, campaign version, raw query string)
-(`api.caches.body_key`), after it validated the query, so nothing about the query is parsed
-or checked here, and a new query parameter is added to the route alone. In every other case (no
-or unknown key, open mode, a version or body not cached) the request goes on untouched, and the
-FastAPI route answers (and fills the caches). So:
+request at the campaign's current version: the route stores each body under (endpoint,
+campaign version, raw query string) (`api.caches.body_key`), after it validated the query, so
+nothing about the query is parsed or checked here, and a new query parameter is added to the
+route alone. The version is read from the database for every request (`ApiCaches.fresh`: a
+query that starts after the request arrived, shared with the requests arriving meanwhile), so
+a hit is never older than a write committed before the request, whichever process made it.
+In every other case (no or unknown key, open mode, a body not cached) the request goes on
+untouched, with the version it read in the scope, and the FastAPI route answers (and fills the
+caches). So:
 
 - auth is the route's: a key is served here only while the route's `principal` dependency has it
   cached as valid (same TTL, same header parsing: `api.auth.bearer_token`); another project's
-  campaign has no cached version under the caller's project, so it goes to the route (404);
+  campaign has no version under the caller's project (the read is scoped), so it goes to the
+  route (404);
 - the bytes and headers are the ones the route stores and sends (content-length, content-type);
 - the route object is put in the scope so that the latency metrics keep their route label.
 """
 from __future__ import annotations
 
 import re
-import time
 
 from evoforge.api.auth import Principal, bearer_token
 from evoforge.api.caches import MISS, body_key
 
-STALE_GRACE_S = 0.25
+# Where the fast path leaves (project_id, campaign_id, version) for the route: a version read
+# after this request arrived, so the route need not read it again.
+VERSION_SCOPE_KEY = "evoforge.campaign_version"
 _PATH = re.compile(r"/api/v1/campaigns/([1-9][0-9]{0,18})/(elites|programs)")
 
 
@@ -32,27 +38,8 @@ class CachedReads:
     def __init__(self, app, state, routes: dict[str, object]):
         self.app, self.state, self.routes = app, state, routes
 
-    def _version(self, project_id: int, campaign_id: int):
-        """The cached version, or None. Expired, it is served for at most STALE_GRACE_S more
-        while one background query re-reads it: without this every request in flight at the
-        expiry fell through to the route at once (the p99 tail)."""
-        caches = self.state.caches
-        entry = caches.version_entry(project_id, campaign_id)
-        if entry is None or entry[1] is None:
-            return None
-        expires, version = entry
-        now = time.monotonic()
-        if expires < now:
-            if now > expires + STALE_GRACE_S:
-                return None
-            if not caches.refreshing(("version", project_id, campaign_id)):
-                from evoforge.api.routers.campaigns import refresh_version
-
-                caches.in_background(refresh_version(self.state, Principal(project_id),
-                                                     campaign_id))
-        return version
-
-    def _lookup(self, scope) -> tuple[bytes, object] | None:
+    def _candidate(self, scope) -> tuple[int, int, str] | None:
+        """(project id, campaign id, endpoint) of a GET this path may answer, or None."""
         m = _PATH.fullmatch(scope["path"])
         if m is None or scope.get("root_path"):
             return None
@@ -62,18 +49,27 @@ class CachedReads:
             return None
         caches = self.state.caches
         project_id = caches.project_of(caches.key_id(token))
-        if project_id is MISS:
+        if project_id is MISS or project_id is None:
             return None
-        version = self._version(project_id, int(m.group(1)))
+        return project_id, int(m.group(1)), m.group(2)
+
+    async def _lookup(self, scope) -> tuple[bytes, object] | None:
+        found = self._candidate(scope)
+        if found is None:
+            return None
+        project_id, campaign_id, kind = found
+        from evoforge.api.routers.campaigns import read_version
+
+        version = await read_version(self.state, Principal(project_id), campaign_id)
+        scope[VERSION_SCOPE_KEY] = (project_id, campaign_id, version)
         if version is None:
-            return None
-        kind = m.group(2)
-        body = caches.body(body_key(kind, version, scope.get("query_string", b"")))
+            return None  # the route answers 404
+        body = self.state.caches.body(body_key(kind, version, scope.get("query_string", b"")))
         return None if body is None else (body, self.routes.get(kind))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET":
-            hit = self._lookup(scope)
+            hit = await self._lookup(scope)
             if hit is not None:
                 body, route = hit
                 if route is not None:

@@ -40,7 +40,11 @@ def upgrade(url) -> None:
                    "besides the server's own (repeatable). Default: $EVOFORGE_ALLOWED_ORIGINS.")
 @click.option("--max-body-mb", type=click.FloatRange(0, 1024), default=None,
               help="Request body limit in MiB. Default: $EVOFORGE_MAX_BODY_BYTES, else 4.")
-def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins, max_body_mb) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="API processes on the one port (each with its own database pool and caches; "
+                   "reads stay exact across them). More than one needs a broker.")
+def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins, max_body_mb,
+          workers) -> None:
     """Run the REST API (and dashboard) with uvicorn."""
     import uvicorn
 
@@ -48,6 +52,11 @@ def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins,
     from evoforge.api.app import create_app
 
     open_sessions(db)  # fail early, with a clear message, on a bad database URL
+    if workers > 1:
+        _serve_processes(workers, host=host, port=port, db=db, broker_url=broker_url,
+                         log_level=log_level, allowed_hosts=allowed_hosts,
+                         allowed_origins=allowed_origins, max_body_mb=max_body_mb)
+        return
     try:
         app = create_app(db, broker_url=broker_url, bind_host=host,
                          allowed_hosts=list(allowed_hosts) or None,
@@ -59,6 +68,48 @@ def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins,
         click.echo(f"note: bound to {host or 'all addresses'} without --allowed-host: any Host header "
                    "is served (name the server's host names to refuse DNS-rebinding requests)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+
+
+def _serve_processes(workers: int, *, host, port, db, broker_url, log_level, allowed_hosts,
+                     allowed_origins, max_body_mb) -> None:
+    """`serve --workers N`: uvicorn's supervisor starts N processes (spawned, each importing the
+    app factory `evoforge.api.app:create_app_from_env`, so the settings travel in the
+    environment) that accept on one socket, and restarts one that dies. The campaign runner
+    cannot be in-process then (each process would run the same campaigns), so a broker is
+    required. Migrations run here, once, before any process starts."""
+    import os
+
+    import uvicorn
+
+    from evoforge.api import app as api_app
+    from evoforge.api import guards
+    from evoforge.db.engine import default_url, upgrade
+
+    broker = broker_url if broker_url is not None else os.environ.get(api_app.BROKER_ENV, "")
+    if not broker:
+        raise click.ClickException(
+            f"--workers {workers} needs a broker (--broker-url or ${api_app.BROKER_ENV}) and "
+            "`evoforge worker` processes: without one, campaigns run inside the API process, "
+            "and N processes would each run them. Use --workers 1 without a broker.")
+    env = {api_app.BROKER_ENV: broker, api_app.SERVE_ENV["db_url"]: db or default_url(),
+           api_app.SERVE_ENV["bind_host"]: host}
+    if allowed_hosts:
+        env[guards.ALLOWED_HOSTS_ENV] = ",".join(allowed_hosts)
+    if allowed_origins:
+        env[guards.ALLOWED_ORIGINS_ENV] = ",".join(allowed_origins)
+    if max_body_mb is not None:
+        env[guards.MAX_BODY_ENV] = str(int(max_body_mb * guards.MiB))
+    os.environ.update(env)
+    try:  # the checks create_app makes (origins, body limit), here, once, with a clear message
+        guards.edge_settings(allowed_hosts=None, allowed_origins=None, max_body_bytes=None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    upgrade(env[api_app.SERVE_ENV["db_url"]])  # once: N processes migrating at once would race
+    if host.strip() in guards.WILDCARD_BINDS and not (allowed_hosts or guards.env_list(guards.ALLOWED_HOSTS_ENV)):
+        click.echo(f"note: bound to {host or 'all addresses'} without --allowed-host: any Host header "
+                   "is served (name the server's host names to refuse DNS-rebinding requests)", err=True)
+    uvicorn.run("evoforge.api.app:create_app_from_env", factory=True, workers=workers, host=host,
+                port=port, log_level=log_level, proxy_headers=False)
 
 
 @click.group()
