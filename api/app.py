@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from evoforge.api import dashboard, fastpath, guards
 from evoforge.api.deps import AppState, reject_unknown_query
 from evoforge.api.metrics import LatencyMiddleware, Metrics
-from evoforge.api.routers import campaigns, endpoints, problems, programs, system, tasks
+from evoforge.api.routers import campaigns, endpoints, problems, programs, system, tasks, transfer
 from evoforge.api.services import Conflict, NotFound
 from evoforge.api.services.runner import BrokerRunner, InProcessRunner, NullRunner
 from evoforge.worker.campaign_service import SpecError
@@ -81,7 +81,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
                               "`Authorization: Bearer <key>`; see docs/api.md.")
     app.state.evo = state
     for r in (campaigns.router, problems.router, programs.router, tasks.router, system.router,
-              endpoints.router):
+              endpoints.router, transfer.router):
         app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
     _add_error_handlers(app)
     fastpath.install(app, state)  # cache hits of /elites and /programs (inside the metrics)
@@ -89,7 +89,8 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     # Added last, so it runs first: refused requests are never authenticated, routed or read.
     app.add_middleware(guards.EdgeGuard, bind_host=bind_host, **guards.edge_settings(
         allowed_hosts=allowed_hosts, allowed_origins=allowed_origins, max_body_bytes=max_body_bytes,
-        route_limits={("POST", API_PREFIX + problems.UPLOAD_PATH): problems.MAX_UPLOAD_BYTES}))
+        route_limits={("POST", API_PREFIX + problems.UPLOAD_PATH): problems.MAX_UPLOAD_BYTES,
+                      ("POST", API_PREFIX + transfer.IMPORT_PATH): transfer.MAX_IMPORT_BYTES}))
     guards.mount_docs(app)
     dashboard.mount(app)
     return app
@@ -128,3 +129,21 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+SERVE_ENV = {"db_url": "EVOFORGE_DATABASE_URL", "bind_host": "EVOFORGE_BIND_HOST"}
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one of several API processes (`evoforge serve --workers N`, or
+    `uvicorn --factory evoforge.api.app:create_app_from_env --workers N`, or gunicorn with
+    uvicorn's worker class): every setting from the environment ($EVOFORGE_DATABASE_URL,
+    $EVOFORGE_BROKER_URL, $EVOFORGE_BIND_HOST, $EVOFORGE_ALLOWED_HOSTS, $EVOFORGE_ALLOWED_ORIGINS,
+    $EVOFORGE_MAX_BODY_BYTES). A broker is required: without one each process would run
+    campaigns in-process, the same campaign in several of them (docs/service.md)."""
+    if not os.environ.get(BROKER_ENV):
+        raise RuntimeError(f"several API processes need a broker (set ${BROKER_ENV}, and run "
+                           "`evoforge worker`): without one, campaigns run inside the API process, "
+                           "so use a single `evoforge serve`")
+    return create_app(os.environ.get(SERVE_ENV["db_url"]) or None,
+                      bind_host=os.environ.get(SERVE_ENV["bind_host"]) or None)

@@ -117,6 +117,9 @@ class CampaignPublic(BaseModel):
     eval_seconds: float
     elapsed_s: float | None
     error: str | None
+    stop_reason: str | None = Field(None, description="Which budget ended a completed campaign: "
+                                    "max_evaluations, max_tokens, max_cost_usd, max_seconds or "
+                                    "patience (early stopping).")
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -165,6 +168,14 @@ class ProgramSummaryPublic(BaseModel):
     created_at: datetime | None
 
 
+class ProgramPage(Page[ProgramSummaryPublic]):
+    """A page of a campaign's programs. `next_after` continues the list from its last item
+    (keyset pagination: as fast a million programs deep as on the first page); `offset` pages
+    cost as much as the rows they skip."""
+    next_after: str | None = Field(None, description="Pass as `after` for the next page; null on "
+                                   "the last page.")
+
+
 class EvaluationPublic(BaseModel):
     id: int
     status: str
@@ -190,6 +201,10 @@ class ProgramPublic(ProgramSummaryPublic):
     metrics: dict[str, Any]
     evaluation: EvaluationPublic | None
     diff: str | None = Field(description="Unified diff against the parent program (None for a seed).")
+    pruned: bool = Field(False, description="Its code, prompt and response were dropped by a prune "
+                                            "(POST /campaigns/{id}/prune); hashes, scores and the "
+                                            "evaluation are kept.")
+    pruned_at: datetime | None = Field(None, description="When it was pruned.")
 
 
 class LineageEntryPublic(BaseModel):
@@ -278,3 +293,15 @@ class HealthPublic(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
     mode: Literal["embedded", "broker"]
+
+
+class PrunePublic(BaseModel):
+    campaign_id: int
+    pruned: int = Field(description="Programs pruned by this call.")
+    kept: int = Field(description="Programs kept in full: the elites, the best, with lineage their "
+                                  "ancestors.")
+    already_pruned: int
+    code_blobs_deleted: int
+    database: str
+    reclaim: str = Field(description="How the freed space is given back (nothing is vacuumed "
+                                     "by the server).")

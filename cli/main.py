@@ -5,7 +5,7 @@ import logging
 
 import click
 
-from evoforge.cli import admin, newtask, openevolve, remote, results, run, services
+from evoforge.cli import admin, newtask, openevolve, remote, results, run, services, transfer
 from evoforge.cli.common import SafeGroup
 from evoforge.cli.term import SafeFormatter
 
@@ -23,7 +23,8 @@ def main(verbose: int) -> None:
 
 for command in (results.tasks, run.run, results.eval_cmd, results.campaigns, results.best,
                 admin.db, admin.serve, admin.apikey, openevolve.openevolve, services.worker,
-                services.beat, newtask.new_task, remote.remote):
+                services.beat, newtask.new_task, remote.remote, transfer.export_cmd,
+                transfer.import_cmd, transfer.prune_cmd):
     main.add_command(command)
 
 

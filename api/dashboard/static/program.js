@@ -56,9 +56,15 @@
     if (Object.keys(ev.features || {}).length) el.append(h("h3", {}, "Behaviour features"), kv(ev.features));
   }
 
+  // worker/prune.py dropped its code, prompt and response (hashes, scores, evaluation kept).
+  function prunedNote(p) {
+    return `pruned: code/prompt removed on ${p.pruned_at ? p.pruned_at.slice(0, 10) : "an earlier date"}`;
+  }
+
   function llm(p) {
     const el = document.getElementById("llm");
     el.textContent = "";
+    if (p.pruned) { el.append(h("p", { class: "hint pruned" }, prunedNote(p))); return; }
     if (!p.prompt && !p.response) {
       const detail = p.extra && p.extra.detail ? `: ${p.extra.detail}` : "";
       el.append(h("p", { class: "hint" }, p.parent_id === null
@@ -130,11 +136,11 @@
     tiles(p, c);
     const codeEl = document.getElementById("code");
     codeEl.innerHTML = d.code_html || "";
-    if (!d.code_html) codeEl.append(h("p", { class: "empty" }, "No code stored (the mutation failed before a program was made)."));
+    if (!d.code_html) codeEl.append(h("p", { class: p.pruned ? "empty pruned" : "empty" }, p.pruned ? prunedNote(p) : "No code stored (the mutation failed before a program was made)."));
     document.getElementById("code-meta").textContent = p.code ? `${fmt.int(p.code.split("\n").length)} lines · ${p.code_hash ? p.code_hash.slice(0, 12) : ""}` : "";
     const diffEl = document.getElementById("diff");
     diffEl.innerHTML = d.diff_html || "";
-    if (!d.diff_html) diffEl.append(h("p", { class: "empty" }, p.parent_id === null ? "The seed program has no parent." : "Identical to its parent."));
+    if (!d.diff_html) diffEl.append(h("p", { class: "empty" }, p.pruned ? prunedNote(p) : p.parent_id === null ? "The seed program has no parent." : "Identical to its parent."));
     if (p.diff) {
       const add = (p.diff.match(/^\+(?!\+\+)/gm) || []).length;
       const del = (p.diff.match(/^-(?!--)/gm) || []).length;
