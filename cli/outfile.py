@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 
 class OutFileError(ValueError):
@@ -28,6 +30,15 @@ def _mode() -> int:
 
 
 def write_new_file(path: str | Path, text: str, *, force: bool = False) -> None:
+    with open_new_file(path, force=force) as f:
+        f.write(text.encode("utf-8"))
+
+
+@contextmanager
+def open_new_file(path: str | Path, *, force: bool = False) -> Iterator[IO[bytes]]:
+    """A binary stream to `path` under this module's rules: written in place when the path is
+    new (O_EXCL, O_NOFOLLOW), else, with `force`, to a temporary file renamed over it at the
+    end. Nothing is left behind when the block raises."""
     path = Path(path)
     try:
         st = os.lstat(path)
@@ -43,38 +54,34 @@ def write_new_file(path: str | Path, text: str, *, force: bool = False) -> None:
             raise OutFileError(f"{path} exists and is not a regular file")
         if not force:
             raise OutFileError(f"{path} exists; pass --force to replace it")
-    data = text.encode("utf-8")
     try:
         if force:
-            _replace(path, data)
+            fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
         else:
-            _create(path, data)
+            fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, _mode()), None
     except FileExistsError:
         raise OutFileError(f"{path} appeared while writing; nothing was written to it") from None
     except OSError as exc:
         raise OutFileError(f"{path}: {exc.strerror or exc}") from None
-
-
-def _create(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _mode())
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        os.unlink(path)
-        raise
-
-
-def _replace(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _mode())
-        os.replace(tmp, path)
+        if tmp is not None:
+            os.chmod(tmp, _mode())
+            os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp if tmp is not None else path)
+        raise OutFileError(f"{path}: {exc.strerror or exc}") from None
     except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        _discard(tmp if tmp is not None else path)
         raise
+
+
+def _discard(path: str | Path) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
+
+

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Iterator
 
 import click
 
 from evoforge.cli.common import DB_HELP, InputError, emit_json, open_sessions
+from evoforge.cli.outfile import OutFileError, open_new_file
 from evoforge.cli.term import safe
 
 
@@ -31,47 +30,11 @@ def _out_file(path: str, force: bool) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    if st is not None:
-        if stat.S_ISLNK(st.st_mode):
-            raise InputError(f"{path} is a symlink; it is never followed (remove it, or choose "
-                             "another path)")
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path} exists and is not a regular file")
-        if not force:
-            raise InputError(f"{path} exists; pass --force to replace it")
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        if force:
-            fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.",
-                                       suffix=".tmp")
-        else:
-            fd, tmp = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                              | os.O_CLOEXEC, 0o666 & ~mask), None
-    except FileExistsError:
-        raise InputError(f"{path} appeared meanwhile; nothing was written to it") from None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with open_new_file(path, force=force) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if tmp is not None:
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, target)
-    except BaseException:
-        leftover = tmp if tmp is not None else target
-        if os.path.lexists(leftover):
-            os.unlink(leftover)
-        raise
+    except OutFileError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _progress(total: int, label: str):

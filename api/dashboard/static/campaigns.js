@@ -3,7 +3,7 @@
 
 (() => {
   const { api, h, fmt, paramsText } = EF;
-  const { intField, readMutator, showFormError } = EFForm;
+  const { intField, readMutator, showFormError, submitCampaign } = EFForm;
   const ACTIVE = new Set(["queued", "running"]);
   const ACTIONS = {
     queued: [["start", "resume", "primary"], ["pause", "pause"], ["cancel", "cancel", "danger"]],
@@ -199,19 +199,7 @@
     const name = document.getElementById("f-name").value.trim();
     if (name) body.name = name;
     readMutator(body, errors);
-    showFormError(errors);
-    if (errors.length) return;
-    const btn = document.getElementById("f-submit");
-    btn.disabled = true;
-    btn.textContent = "Creating…";
-    try {
-      const c = await api("/api/v1/campaigns", { method: "POST", json: body });
-      location.assign(`/campaigns/${c.id}`);
-    } catch (err) {
-      showFormError([err.message]);
-      btn.disabled = false;
-      btn.textContent = "Create campaign";
-    }
+    await submitCampaign(body, errors);
   }
 
   async function loadTasks() {

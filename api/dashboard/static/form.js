@@ -109,5 +109,23 @@ const EFForm = (() => {
     box.hidden = false;
   }
 
-  return { numField, intField, parseModels, readMutator, loadEndpoints, wire, showFormError };
+  // Create the campaign (unless the form had errors) and open its page; a refusal is shown.
+  async function submitCampaign(body, errors) {
+    showFormError(errors);
+    if (errors.length) return;
+    const btn = document.getElementById("f-submit");
+    btn.disabled = true;
+    btn.textContent = "Creating…";
+    try {
+      const c = await api("/api/v1/campaigns", { method: "POST", json: body });
+      location.assign(`/campaigns/${c.id}`);
+    } catch (err) {
+      showFormError([err.message]);
+      btn.disabled = false;
+      btn.textContent = "Create campaign";
+    }
+  }
+
+  return { numField, intField, parseModels, readMutator, loadEndpoints, wire, showFormError,
+           submitCampaign };
 })();

@@ -4,7 +4,7 @@
 
 (() => {
   const { api, h, fmt } = EF;
-  const { intField, readMutator, showFormError } = EFForm;
+  const { intField, readMutator, showFormError, submitCampaign } = EFForm;
   const id = document.body.dataset.problemId;
   const base = `/dashboard-api/problems/${encodeURIComponent(id)}`;
   let problem = null;
@@ -127,19 +127,7 @@
     const cron = document.getElementById("f-cron").value.trim();
     if (cron) body.schedule = { cron, evaluations_per_run: intField("f-per-run", errors, "Evaluations per run") };
     readMutator(body, errors);
-    showFormError(errors);
-    if (errors.length) return;
-    const btn = document.getElementById("f-submit");
-    btn.disabled = true;
-    btn.textContent = "Creating…";
-    try {
-      const c = await api("/api/v1/campaigns", { method: "POST", json: body });
-      location.assign(`/campaigns/${c.id}`);
-    } catch (err) {
-      showFormError([err.message]);
-      btn.disabled = false;
-      btn.textContent = "Create campaign";
-    }
+    await submitCampaign(body, errors);
   }
 
   async function remove() {
