@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--skip-openevolve", action="store_true")
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
+    ap.add_argument("--rows", type=Path, default=None,
+                    help="JSON lines of an earlier run: kept for problems not run again")
     args = ap.parse_args()
     root = Path(os.environ.get("OPENEVOLVE_EXAMPLES", ""))
     if not (root / "circle_packing").is_dir():
@@ -268,6 +270,10 @@ def main() -> None:
             print(f"{name}: skipped ({row['skip']})", flush=True)
             continue
         seed = seed_file(d)
+        if seed is None:  # tsp_tour_minimization: its initial_program is a directory
+            row["skip"] = "no initial_program.* file (initial_program/ is a directory)"
+            print(f"{name}: skipped ({row['skip']})", flush=True)
+            continue
         config = d / "config.yaml" if (d / "config.yaml").is_file() else None
         reqs = requirements(d)
         tools = toolchain_missing(seed)
@@ -283,6 +289,13 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix=f"oe-shelf-{system}-") as tmp, StandIn(seed=0) as llm:
                 row[system] = run(d, seed, config, args.iterations, llm.url, Path(tmp), limit)
         print(json.dumps(row), flush=True)
+    if args.rows:  # an earlier run's rows for the problems not run this time, in shelf order
+        done = {r["name"] for r in rows}
+        earlier = {r["name"]: r for r in map(json.loads, args.rows.read_text().splitlines())
+                   if r["name"] not in done}
+        order = [name for name, _ in problems(root)]
+        rows = sorted(rows + list(earlier.values()),
+                      key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     table = markdown(rows, args.iterations)
     print(table)
     if args.markdown:
