@@ -157,7 +157,7 @@ class HttpxClient:
 CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
 
 
-async def random_paths(cid: int, programs: int) -> dict[str, Callable[[random.Random], str]]:
+def random_paths(cid: int, programs: int) -> dict[str, Callable[[random.Random], str]]:
     """--random: request generators (ids are 1..programs, as `populate` stores them)."""
     def page(rng: random.Random) -> str:
         sort = rng.choice(["score", "-score", "iteration", "-iteration"])

@@ -211,7 +211,7 @@ def generate(fill: Fill, codes: Codes, dims: list[FeatureDim], task_key: str, mi
                 elite_ids[k] = [e.program_id for _, _, e in arch.elites(k)]
         if i == 0 or i % CHAIN_STEP == 0:
             fill.chain.append(pid)
-        if rng.random() < 0.01:
+        if rng.random() < max(0.01, 10_000 / n):   # cursors to start pages from: 10,000+
             fill.scores.append((pid, island, status, sc, i))
         llm = parent is not None
         created = T0 + timedelta(seconds=i)
@@ -491,6 +491,10 @@ def endpoints(t: Target) -> dict[str, tuple[str, callable]]:
                             lambda rng: offset_path(t, rng)),
         "program": (f"/api/v1/programs/{deep}",
                     lambda rng: f"/api/v1/programs/{t.first_id + rng.randrange(t.n)}"),
+        # depth 10: as much as the small campaign's chain has (like for like)
+        "lineage 10": (f"/api/v1/programs/{deep}/lineage?depth=10",
+                       lambda rng: f"/api/v1/programs/{rng.choice(t.chain[10:] or t.chain)}"
+                                   f"/lineage?depth=10"),
         "lineage": (f"/api/v1/programs/{deep}/lineage",
                     lambda rng: f"/api/v1/programs/{rng.choice(t.chain)}/lineage"),
         "lineage 1000": (f"/api/v1/programs/{deep}/lineage?depth=1000",
@@ -590,6 +594,8 @@ def measure_api(url: str, key: str, targets: dict[str, Target], a, tmp: Path) ->
             print(f"    {label:>6} first listing of every filter (the counts): "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
             for ep, (fixed, drawn) in endpoints(t).items():
+                if a.endpoints and ep not in a.endpoints.split(","):
+                    continue
                 for mode, make in (("cached", lambda rng, p=fixed: p), ("uncached", drawn)):
                     if ep == "elites" and mode == "uncached":
                         with Bumper(url, t.cid):
@@ -777,6 +783,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=20, help="per client, endpoint and mode")
     ap.add_argument("--skip", default="", help="comma list of: api, dashboard, rebuild, cli")
+    ap.add_argument("--endpoints", default="",
+                    help="only these (comma list of names, e.g. 'programs keyset,program')")
     ap.add_argument("--explain", action="store_true")
     ap.add_argument("--state", default=None,
                     help="a JSON file: written after the fill; when it exists (same --db), the "
