@@ -111,3 +111,9 @@ class ConsoleWatch:
     def csp_violations(self) -> list[str]:
         return [e for e in self.errors if "CSP violation" in e]
 
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot into ARTIFACTS, for looking at a failed run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -22,32 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WIDTHS = {1280: 900, 390: 844}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_browser():
-    reason = B.missing()
-    if reason:
-        if os.environ.get("EVOFORGE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"browser required (EVOFORGE_REQUIRE_SERVICES=1): {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with B.chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def server(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    with B.serve(f"sqlite:///{tmp_path / 'dash.db'}", home) as url:
-        yield url
-
-
-def shot(page, name: str) -> None:
-    B.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(B.ARTIFACTS / f"{name}.png"), full_page=True)
+shot = B.shot
 
 
 def fill_campaign(page, *, name: str, budget: int, parallel: int) -> None:

@@ -9,7 +9,6 @@ text; no console errors or CSP violations. Skips like tests/dashboard/test_dashb
 from __future__ import annotations
 
 import io
-import os
 import re
 import tarfile
 import time
@@ -77,32 +76,7 @@ def problem_dir(root, *, evaluator: str = EVALUATOR, extra: dict[str, bytes] | N
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_browser():
-    reason = B.missing()
-    if reason:
-        if os.environ.get("EVOFORGE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"browser required (EVOFORGE_REQUIRE_SERVICES=1): {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with B.chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def server(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    with B.serve(f"sqlite:///{tmp_path / 'problems.db'}", home) as url:
-        yield url
-
-
-def shot(page, name: str) -> None:
-    B.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(B.ARTIFACTS / f"{name}.png"), full_page=True)
+shot = B.shot
 
 
 def no_overflow(page, what: str) -> None:
