@@ -10,16 +10,17 @@ a Celery worker, or `evoforge run`) can change without this process hearing of i
   process: revocation is the one bounded-staleness read left, docs/service.md).
   Invalid keys are never cached (a flood of random keys cannot fill memory or hide a new key).
 - Campaign versions are never cached. Each request of /elites or /programs reads the campaign's
-  version, (id, created_at, evaluations) as the caller's project sees it, from the database: one
-  query by primary key (`fresh`). Concurrent requests share that query, but only a query that
-  began after the request arrived (`fresh`, below): so a request sent after a write committed,
+  version, (id, created_at, evaluations, revision) as the caller's project sees it, from the
+  database: one query by primary key (`fresh`). Concurrent requests share that query, but only
+  a query that began after the request arrived (`fresh`, below): so a request sent after a write committed,
   through any process, sees a version at least as new as that write.
 - Bodies: the ready-made JSON bytes of `/elites` and of `/programs` pages, keyed by endpoint,
   version and the raw query string the route validated (`body_key`); an LRU of `body_entries`.
   A version names one state of what these endpoints show: elite cells and programs change only
   in an iteration's commit (ring migration included), which bumps `evaluations` in the same
-  transaction; created_at tells a new campaign from a deleted one whose id SQLite handed out
-  again. So a body cached under the version just read is exactly what the database holds.
+  transaction, and in a prune (worker/prune.py), which bumps `revision` in its own;
+  created_at tells a new campaign from a deleted one whose id SQLite handed out again. So a
+  body cached under the version just read is exactly what the database holds.
   THE CONTRACT: any other write that changes what /elites or /programs return must change the
   version in its own transaction (docs/service.md lists the writes and what each does).
 

@@ -166,6 +166,9 @@ class ProgramSummaryPublic(BaseModel):
     completion_tokens: int
     cost_usd: float
     created_at: datetime | None
+    pruned: bool = Field(False, description="Its code, prompt and response were dropped by a prune "
+                                            "(POST /campaigns/{id}/prune); hashes, scores and the "
+                                            "evaluation are kept.")
 
 
 class ProgramPage(Page[ProgramSummaryPublic]):
@@ -201,9 +204,6 @@ class ProgramPublic(ProgramSummaryPublic):
     metrics: dict[str, Any]
     evaluation: EvaluationPublic | None
     diff: str | None = Field(description="Unified diff against the parent program (None for a seed).")
-    pruned: bool = Field(False, description="Its code, prompt and response were dropped by a prune "
-                                            "(POST /campaigns/{id}/prune); hashes, scores and the "
-                                            "evaluation are kept.")
     pruned_at: datetime | None = Field(None, description="When it was pruned.")
 
 
@@ -215,6 +215,7 @@ class LineageEntryPublic(BaseModel):
     kind: str
     status: str
     score: float | None
+    pruned: bool = Field(False, description="Its code, prompt and response were dropped by a prune.")
 
 
 class LineagePublic(BaseModel):

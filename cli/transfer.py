@@ -133,9 +133,12 @@ def _in_file(path: str) -> Iterator[IO[bytes]]:
 @click.option("--vacuum/--no-vacuum", default=False, show_default=True,
               help="SQLite: VACUUM afterwards to shrink the file (rewrites it: may take a while "
                    "and needs about its size free on disk).")
+@click.option("--force", is_flag=True,
+              help="Prune even a running or queued campaign (consistent, but on SQLite its "
+                   "commits wait while the code blobs are collected).")
 @click.option("--db", default=None, help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def prune_cmd(campaign_id, keep, older_than, vacuum, db, as_json) -> None:
+def prune_cmd(campaign_id, keep, older_than, vacuum, force, db, as_json) -> None:
     """Drop the code, prompts and responses of programs that are not kept, keeping their hashes,
     scores and evaluations, so the evaluation cache still answers for them."""
     from evoforge.db.campaign_rows import engine_of
@@ -148,9 +151,12 @@ def prune_cmd(campaign_id, keep, older_than, vacuum, db, as_json) -> None:
         raise InputError(str(exc)) from None
     sessions = open_sessions(db)
     try:
-        result = prune.prune_campaign(sessions, campaign_id, keep=keep_set, older_than=age)
+        result = prune.prune_campaign(sessions, campaign_id, keep=keep_set, older_than=age,
+                                      force=force)
     except CampaignNotFound as exc:
         raise click.ClickException(str(exc.args[0])) from None
+    except prune.CampaignBusy as exc:
+        raise click.ClickException(str(exc)) from None
     out = result.as_dict()
     engine = engine_of(sessions)
     if vacuum and engine.dialect.name == "sqlite":

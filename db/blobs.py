@@ -112,6 +112,22 @@ def _compress(data: bytes, dictionary: Dictionary | None) -> bytes:
     return _compressor(dictionary).compress(data)
 
 
+def _decompressor(dictionary: Dictionary | None) -> zstd.ZstdDecompressor:
+    """One decompressor per thread and dictionary, as `_compressor` (building one with a
+    dictionary costs more than decompressing a prompt)."""
+    cache = getattr(_local, "decompressors", None)
+    if cache is None:
+        cache = _local.decompressors = {}
+    key = dictionary.id if dictionary is not None else 0
+    d = cache.get(key)
+    if d is None:
+        if len(cache) > 32:
+            cache.clear()
+        d = cache[key] = zstd.ZstdDecompressor(
+            dict_data=dictionary.zdict if dictionary is not None else None)
+    return d
+
+
 # Dictionaries by id, process-wide: immutable once written.
 _dicts: OrderedDict[int, Dictionary] = OrderedDict()
 _dicts_lock = threading.Lock()
@@ -141,8 +157,7 @@ def _decompress_all(s: Reader, frames: Sequence[bytes]) -> list[bytes]:
     out = []
     for f in frames:
         did = zstd.get_frame_parameters(f).dict_id
-        d = zstd.ZstdDecompressor(dict_data=dicts[did].zdict) if did else zstd.ZstdDecompressor()
-        out.append(d.decompressobj().decompress(f))
+        out.append(_decompressor(dicts[did] if did else None).decompressobj().decompress(f))
     return out
 
 
@@ -177,17 +192,23 @@ _indexes_lock = threading.Lock()
 def _index(code: str) -> dict[str, list[int]]:
     """Line starts of `code` by their first ANCHOR characters; the same codes (a parent, the
     island's elites) are quoted by prompt after prompt, so the last few hundred are kept."""
-    with _indexes_lock:
-        idx = _indexes.get(code)
-        if idx is not None:
-            _indexes.move_to_end(code)
-            return idx
+    idx = _cached_index(code)
+    if idx is not None:
+        return idx
     idx = _build_index(code)
     with _indexes_lock:
         _indexes[code] = idx
         while len(_indexes) > 256:
             _indexes.popitem(last=False)
     return idx
+
+
+def _cached_index(code: str) -> dict[str, list[int]] | None:
+    with _indexes_lock:
+        idx = _indexes.get(code)
+        if idx is not None:
+            _indexes.move_to_end(code)
+        return idx
 
 
 def _build_index(code: str) -> dict[str, list[int]]:
@@ -203,6 +224,36 @@ def _build_index(code: str) -> dict[str, list[int]]:
             break
         pos = nl + 1
     return idx
+
+
+def _find_spots(code: str, key: str) -> list[int]:
+    """What `_index(code).get(key, [])` holds for a key of ANCHOR characters, found with
+    `str.find` instead: the first MAX_CANDIDATES line starts where `code` begins with `key`, in
+    order. Cheaper than building the index when only a few keys are looked up (a short reply
+    against the child's new code). Searching for newline + key finds line starts only, so the
+    loop runs at most MAX_CANDIDATES times whatever the code repeats."""
+    out = [0] if code.startswith(key) else []
+    needle = "\n" + key
+    pos = code.find(needle)
+    while pos >= 0 and len(out) < MAX_CANDIDATES:
+        out.append(pos + 1)
+        pos = code.find(needle, pos + 1)
+    return out
+
+
+INDEX_AT = 8   # line starts to look up from which a code not indexed yet is indexed, not searched
+
+
+def _lookups(codes: Sequence[str], probes: int) -> list[dict[str, list[int]] | str]:
+    """Per code, where to look its line starts up: its index when cached or when `probes` keys
+    will be looked up, else the code itself (`_find_spots`). Either gives the same positions."""
+    out: list[dict[str, list[int]] | str] = []
+    for code in codes:
+        idx = _cached_index(code)
+        if idx is None and probes >= INDEX_AT:
+            idx = _index(code)
+        out.append(code if idx is None else idx)
+    return out
 
 
 def _common(a: str, i: int, b: str, j: int, limit: int) -> int:
@@ -237,30 +288,39 @@ def segments(text: str, codes: Sequence[str]) -> list[Segment]:
                 spans.append((pos, end, k))
             pos = text.find(body, end)
     spans.sort()
+    gaps = list(zip([0] + [end for _, end, _ in spans],
+                    [start for start, _, _ in spans] + [len(text)]))
+    # Line starts that may begin a reference: at least MIN_MATCH characters before a gap's end.
+    probes = sum(1 + text.count("\n", lo, hi - MIN_MATCH)
+                 for lo, hi in gaps if hi - lo >= MIN_MATCH)
+    lookups = _lookups(codes, probes) if probes else []
+    # Most probes (a prompt's template lines) start no code line: one set lookup rejects them.
+    indexed = probes >= INDEX_AT and all(isinstance(w, dict) for w in lookups)
+    anchors = set().union(*lookups) if indexed else None
     out: list[Segment] = []
-    last = 0
-    indexes = [_index(c) for c in codes]
-    for start, end, k in spans:
-        out += _matched(text, last, start, codes, indexes)
-        out.append((k, 0, end - start))
-        last = end
-    out += _matched(text, last, len(text), codes, indexes)
+    for (lo, hi), span in zip(gaps, spans + [None]):
+        out += _matched(text, lo, hi, codes, lookups, anchors)
+        if span is not None:
+            out.append((span[2], 0, span[1] - span[0]))
     return out
 
 
 def _matched(text: str, lo: int, hi: int, codes: Sequence[str],
-             indexes: list[dict[str, list[int]]]) -> list[Segment]:
-    """segments() of text[lo:hi] by line-start matching alone."""
+             lookups: list[dict[str, list[int]] | str], anchors: set[str] | None) -> list[Segment]:
+    """segments() of text[lo:hi] by line-start matching alone. Only line starts at least
+    MIN_MATCH characters before `hi` are looked up: a reference from a later one would be
+    shorter than MIN_MATCH. `anchors`, when given, holds every key that `lookups` have."""
     if hi - lo < MIN_MATCH:
         return [text[lo:hi]] if hi > lo else []
     out: list[Segment] = []
     lit_start = pos = lo
-    while pos < hi:
+    last = hi - MIN_MATCH
+    while pos <= last:
         best = (0, 0, 0)
         if pos == lo or text[pos - 1] == "\n":
             key = text[pos:pos + ANCHOR]
-            for k, idx in enumerate(indexes):
-                for spot in idx.get(key, ()):
+            for k, where in enumerate(lookups) if anchors is None or key in anchors else ():
+                for spot in where.get(key, ()) if isinstance(where, dict) else _find_spots(where, key):
                     length = _common(text, pos, codes[k], spot, hi - pos)
                     if length > best[0]:
                         best = (length, k, spot)
@@ -270,8 +330,10 @@ def _matched(text: str, lo: int, hi: int, codes: Sequence[str],
             out.append((best[1], best[2], best[0]))
             pos = lit_start = pos + best[0]
             continue
-        nl = text.find("\n", pos, hi)
-        pos = hi if nl < 0 else nl + 1
+        nl = text.find("\n", pos, last)
+        if nl < 0:
+            break
+        pos = nl + 1
     if lit_start < hi:
         out.append(text[lit_start:hi])
     return out
@@ -351,9 +413,9 @@ def encode_text(text: str, refs: dict[str, str], *, dictionary: Dictionary | Non
     blob = (bytes([SEGMENTS, len(kept)]) + b"".join(bytes.fromhex(h) for h in kept)
             + _compress(_pack(segs), dictionary))
     try:
-        same = _unpack(zstd.ZstdDecompressor(
-            dict_data=dictionary.zdict if dictionary else None).decompressobj().decompress(
-                _header(blob)[2]), [codes[h] for h in kept]) == text
+        frame = _header(blob)[2]
+        same = _unpack(_decompressor(dictionary).decompressobj().decompress(frame),
+                       [codes[h] for h in kept]) == text
     except (ValueError, IndexError, UnicodeDecodeError, zstd.ZstdError):
         same = False
     return blob if same and len(blob) < len(plain) else plain
@@ -428,10 +490,14 @@ def get_codes(s: Reader, hashes: Iterable[str | None]) -> dict[str, str]:
 
 # -- texts ------------------------------------------------------------------------------------
 
-def decode_texts(s: Reader, blobs: list[bytes | None]) -> list[str | None]:
-    """The exact texts of stored prompt/response blobs (None stays None)."""
+def decode_texts(s: Reader, blobs: list[bytes | None], *,
+                 codes: dict[str, str] | None = None) -> list[str | None]:
+    """The exact texts of stored prompt/response blobs (None stays None). `codes`: the codes
+    the caller already read (get_codes), so that the ones the texts refer to are not read again."""
     heads = [None if b is None else _header(b) for b in blobs]
-    codes = get_codes(s, {h for head in heads if head for h in head[1]})
+    wanted = {h for head in heads if head for h in head[1]}
+    if codes is None or not wanted <= codes.keys():
+        codes = get_codes(s, wanted)
     frames = [head[2] for head in heads if head]
     raws = iter(_decompress_all(s, frames))
     out: list[str | None] = []
@@ -515,12 +581,82 @@ def train_campaign_dictionaries(sessions: Any, campaign_id: int, *, last: int = 
 
 
 # -- garbage ----------------------------------------------------------------------------------
+#
+# A code blob is shared by every program, campaign and project with that text, and writers
+# decide "already stored" before their transaction (the store's in-process memory, a read on
+# another connection, an import's earlier code batch). So a gc that deleted a blob no unpruned
+# program needed *when it looked* could delete one that a commit of any campaign was about to
+# refer to, leaving a program (or a prompt's reference) without its code. Two halves close it:
+#
+# - writers call `hold_codes` inside the transaction that writes the referring rows, after its
+#   first write: it re-inserts a blob that is gone (the writer has the text) and, on
+#   PostgreSQL, locks the rows it found FOR KEY SHARE until the commit;
+# - `gc_code_blobs` takes its locks first and looks second: on PostgreSQL it locks its
+#   candidates FOR UPDATE SKIP LOCKED (a blob a writer holds is skipped this time; a writer
+#   arriving later waits for the gc and then finds the blob gone and puts it back), and only
+#   then, in new statements (READ COMMITTED: each sees every commit made before it started),
+#   checks which are still unneeded; on SQLite it runs as one BEGIN IMMEDIATE transaction, so
+#   no commit lands between its look and its delete (commits wait on busy_timeout meanwhile).
 
-def gc_code_blobs(s: Session) -> int:
-    """Delete the code blobs that nothing needs any more: neither an unpruned program's code
-    nor a reference in a kept prompt or response. Returns how many were deleted."""
+def hold_codes(conn: Reader, codes: dict[str, str | None]) -> set[str]:
+    """Make sure the code blobs of `codes` ({hash: text, or None when the caller has no text})
+    are stored when the caller's transaction commits. Call it in the transaction that writes
+    rows referring to them, after its first write (SQLite: the write lock is held then).
+    Found ones are locked FOR KEY SHARE on PostgreSQL; missing ones with a text are inserted
+    (and locked). Returns the hashes that are missing and have no text."""
+    wanted = sorted(h for h in codes if h)
+    if not wanted:
+        return set()
+    missing = set(wanted) - _locked(conn, wanted)
+    rows = [code_row(codes[h]) for h in sorted(missing) if codes[h] is not None]
+    if rows:
+        insert_code_rows(conn, rows)
+        # ON CONFLICT DO NOTHING locks nothing when another writer's row won: lock it now.
+        missing -= _locked(conn, [r["hash"] for r in rows])
+    return missing
+
+
+def _dialect(s: Reader) -> str:
+    return s.dialect.name if isinstance(s, Connection) else s.get_bind().dialect.name
+
+
+def _locked(s: Reader, hashes: list[str], *, for_update: bool = False) -> set[str]:
+    """The stored ones among `hashes`; on PostgreSQL locked FOR KEY SHARE (a writer's hold)
+    or FOR UPDATE SKIP LOCKED (the gc's: rows a writer holds are left out)."""
+    out: set[str] = set()
+    for i in range(0, len(hashes), 500):
+        q = select(CodeBlob.hash).where(CodeBlob.hash.in_(hashes[i:i + 500]))
+        if _dialect(s) == "postgresql":
+            q = (q.with_for_update(skip_locked=True) if for_update
+                 else q.with_for_update(key_share=True))
+        out.update(s.execute(q).scalars())
+    return out
+
+
+def _unneeded(s: Reader, hashes: Iterable[str] | None) -> set[str]:
+    """Code blobs (all, or those among `hashes`) that no unpruned program's code names."""
     live = exists().where(Program.code_hash == CodeBlob.hash, Program.pruned_at.is_(None))
-    candidates = set(s.scalars(select(CodeBlob.hash).where(~live)))
+    if hashes is None:
+        return set(s.scalars(select(CodeBlob.hash).where(~live)))
+    wanted = sorted(set(hashes))
+    out: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        out.update(s.scalars(select(CodeBlob.hash).where(CodeBlob.hash.in_(wanted[i:i + 500]),
+                                                         ~live)))
+    return out
+
+
+def gc_code_blobs(s: Session, only: Iterable[str] | None = None) -> int:
+    """Delete the code blobs that nothing needs any more: neither an unpruned program's code
+    nor a reference in a kept prompt or response (all of them, or those among `only`). Run it
+    in a transaction of its own, on SQLite begun with `sqlite_begin_immediate` (worker/prune.py
+    does): see above for why it cannot race a commit. Returns how many were deleted."""
+    candidates = _unneeded(s, only)
+    if candidates and _dialect(s) == "postgresql":
+        # Lock first, then look again: a program committed before the lock was taken is seen by
+        # the statements below; one that holds a candidate now keeps it (skipped).
+        candidates = _locked(s, sorted(candidates), for_update=True)
+        candidates &= _unneeded(s, candidates)
     if not candidates:
         return 0
     last = 0

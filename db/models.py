@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint, false, func)
+                        LargeBinary, String, Text, UniqueConstraint, false, func, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -91,6 +91,10 @@ class Campaign(Base):
     problem_id: Mapped[int | None] = mapped_column(
         ForeignKey("problem.id", ondelete="RESTRICT", name="fk_campaign_problem_id"),
         nullable=True, index=True)
+    # Bumped by every write that changes the campaign's stored programs outside an iteration's
+    # commit (a prune, worker/prune.py), in that write's transaction: part of the version that
+    # keys the API's response caches (api/services/programs.py `_version`). Migration 0008.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Problem(Base):

@@ -306,21 +306,20 @@ class CampaignStore:
         m = child.mutation
         if m.prompt is None and m.response is None:
             return None, None
-        parent: dict[str, str] = {}
-        quoted: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            if child.parent_id is not None:
-                ref = self._refs_for(conn, [child.parent_id]).get(child.parent_id)
-                if ref is not None and ref.code:
-                    parent = {hashing.code_hash(ref.code): ref.code}
-            if m.prompt:
-                with self._refs_lock:
-                    known = set(self._codes)
-                pairs = blobs.quoted_hashes(m.prompt)
-                # Each block gives (with, without) a trailing newline: ask only for unknown ones.
-                wanted = [h for a, b in zip(pairs[::2], pairs[1::2]) if a not in known
-                          and b not in known for h in (a, b)]
-                quoted = self._known_codes(conn, [h for h in pairs if h in known] + wanted)
+        pairs = blobs.quoted_hashes(m.prompt) if m.prompt else []
+        with self._refs_lock:   # select() has loaded the parent and the quoted programs
+            ref = self._refs.get(child.parent_id) if child.parent_id is not None else None
+            quoted = {h: self._codes[h] for h in pairs if h in self._codes}
+        # Each block gives (with, without) a trailing newline: ask only for unknown ones.
+        wanted = [h for a, b in zip(pairs[::2], pairs[1::2]) if a not in quoted
+                  and b not in quoted for h in (a, b)]
+        if wanted or (ref is None and child.parent_id is not None):
+            with self.engine.connect() as conn:   # only for what this process has not seen
+                if ref is None and child.parent_id is not None:
+                    ref = self._refs_for(conn, [child.parent_id]).get(child.parent_id)
+                if wanted:
+                    quoted.update(self._known_codes(conn, wanted))
+        parent = {hashing.code_hash(ref.code): ref.code} if ref is not None and ref.code else {}
         own = {hashing.code_hash(child.code): child.code} if child.code is not None else {}
         text_dict = self._dicts.get(blobs.TEXT)
         prompt = (None if m.prompt is None else
@@ -329,14 +328,32 @@ class CampaignStore:
                     blobs.encode_text(m.response, {**parent, **own}, dictionary=text_dict))
         return prompt, response
 
-    def _stored(self, h: str) -> bool:
-        """Whether code_blob has `h` already (known here, or one primary-key read): a cache hit
-        is then not even compressed."""
+    def _hold_codes(self, conn: Connection, program_id: int, child: Child, stored_hash: str | None,
+                    prompt_z: bytes | None, response_z: bytes | None) -> None:
+        """The code blobs this program refers to (its code, its texts' references) are stored
+        when this transaction commits, whatever a concurrent gc (a prune) did since `_stored`
+        or `_encode_texts` saw them (db/blobs.py `hold_codes`). A reference whose code this
+        process no longer has (gone from the LRU meanwhile) and the database lost: the texts are
+        stored plain instead."""
+        codes = dict.fromkeys(blobs.ref_hashes(prompt_z) + blobs.ref_hashes(response_z))
         with self._refs_lock:
-            if h in self._codes:
-                return True
-        with self.engine.connect() as conn:
-            return blobs.has_code(conn, h)
+            codes = {h: self._codes.get(h) for h in codes}
+        if stored_hash is not None:
+            codes[stored_hash] = child.code
+        if blobs.hold_codes(conn, codes):
+            m = child.mutation
+            conn.execute(update(Program).where(Program.id == program_id).values(
+                prompt_z=None if m.prompt is None else blobs.encode_text(m.prompt, {}),
+                response_z=None if m.response is None else blobs.encode_text(m.response, {})))
+
+    def _stored(self, h: str) -> bool:
+        """Whether this process knows code_blob has `h` (it loaded or committed that code): then
+        the code is not even compressed. Otherwise it is compressed (~5 us) and inserted with ON
+        CONFLICT DO NOTHING, which adds no bytes when the blob is there: cheaper than asking the
+        database first (a connection and a read: 0.3-0.5 ms a commit on SQLite, measured by
+        bench/commit_cost.py)."""
+        with self._refs_lock:
+            return h in self._codes
 
     def _dictionaries_due(self, iteration: int) -> None:
         """Once the campaign has TRAIN_AT programs: find (or train) its dictionaries."""
@@ -374,6 +391,7 @@ class CampaignStore:
                     status=r.status, score=r.score, created_at=now)).scalar_one()
                 if code_row is not None:   # once per distinct text: a cache hit adds no bytes
                     blobs.insert_code_rows(conn, [code_row])
+                self._hold_codes(conn, program_id, child, stored_hash, prompt_z, response_z)
                 placed = r.status == OK and r.score is not None and child.code is not None
                 new_best = self._count(conn, child, program_id, placed)
                 model_stats.record(conn, self.campaign_id, child)  # the LLM bandit's row

@@ -25,7 +25,7 @@ import stat
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -81,6 +81,17 @@ def error_message(body: Any, status: int) -> str:
     elif not isinstance(detail, str):
         detail = json.dumps(detail, default=str)
     return _one_line(detail) or f"the server answered {status}"
+
+
+class ProgramList(list):
+    """A page of program summaries (`Client.programs`): a list, plus the keyset cursor of the
+    next page (`next_after`, None on the last) and the page's `total` under its filters."""
+
+    def __init__(self, items: Iterable[dict[str, Any]] = (), *, next_after: str | None = None,
+                 total: int | None = None):
+        super().__init__(items)
+        self.next_after = next_after
+        self.total = total
 
 
 class Client:
@@ -255,15 +266,39 @@ class Client:
         return self.program(best_id)
 
     def programs(self, campaign_id: int, *, sort: str = "score", status: str | None = None,
-                 island: int | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """A page of the campaign's programs (summaries); `sort`: score, -score, iteration,
-        -iteration; `status`: ok, error, timeout, ... ."""
-        params: dict[str, Any] = {"sort": sort, "limit": limit, "offset": offset}
+                 island: int | None = None, limit: int = 50, offset: int = 0,
+                 after: str | None = None) -> "ProgramList":
+        """A page of the campaign's programs (summaries, each with `pruned`); `sort`: score,
+        -score, iteration, -iteration; `status`: ok, error, timeout, ... . A list, with
+        `next_after` (pass it as `after` for the next page: keyset pagination, as fast a
+        million programs deep as on the first page; None on the last page) and `total`.
+        `after` and `offset` are one or the other; `iter_programs` walks every page."""
+        params: dict[str, Any] = {"sort": sort, "limit": limit}
+        if after is not None:
+            params["after"] = after
+        if offset:
+            params["offset"] = offset
         if status:
             params["status"] = status
         if island is not None:
             params["island"] = island
-        return self._json("GET", f"/campaigns/{int(campaign_id)}/programs", params=params)["items"]
+        page = self._json("GET", f"/campaigns/{int(campaign_id)}/programs", params=params)
+        return ProgramList(page["items"], next_after=page.get("next_after"),
+                           total=page.get("total"))
+
+    def iter_programs(self, campaign_id: int, *, sort: str = "score", status: str | None = None,
+                      island: int | None = None, page_size: int = 200) -> Iterator[dict[str, Any]]:
+        """Every program of the campaign under the filters, page after page by keyset (`after`):
+        each is yielded once even while the campaign commits new programs meanwhile (those
+        may or may not be included, by where they sort)."""
+        after: str | None = None
+        while True:
+            page = self.programs(campaign_id, sort=sort, status=status, island=island,
+                                 limit=page_size, after=after)
+            yield from page
+            if page.next_after is None or not page:
+                return
+            after = page.next_after
 
     def program(self, program_id: int) -> dict[str, Any]:
         """One program: code, metrics, evaluation, parent and diff."""

@@ -9,9 +9,20 @@ touched: program rows (lineage, scores, tokens), their `code_hash`, the evaluati
 evaluation cache rows, so a pruned program's code proposed again is still a cache hit and is
 never run in the sandbox again (tests/engine/test_transfer.py proves it).
 
-Safe on a running campaign: the keep set and the UPDATE are one statement on one snapshot, a
-program that is not an elite then can never become one later (a commit places only the program
-it inserts; migration copies elites), and a program committed meanwhile is not in the snapshot.
+A running campaign is refused (`CampaignBusy`: the CLI exits 1, REST answers 409) unless the
+operator forces it: status `running` or `queued` (a dispatcher may start it at any moment). A
+forced prune is still consistent: the keep set and the UPDATE are one statement on one
+snapshot, a program that is not an elite then can never become one later (a commit places only
+the program it inserts; migration copies elites), a program committed meanwhile is not in the
+snapshot, and the running store never selects a pruned program (db/store_sql.py). The code-blob
+gc cannot take a blob from under a commit of any campaign (db/blobs.py: writers hold what they
+refer to, the gc locks before it looks). What forcing costs: on SQLite both transactions hold
+the write lock (BEGIN IMMEDIATE), so the campaign's commits wait while the gc reads every kept
+text's header (they wait up to busy_timeout, 30 s).
+
+The prune bumps `campaign.revision` in its transaction when it pruned anything: the version the
+API's response caches are keyed by (api/services/programs.py `_version`), so a cached listing
+shows the new `pruned` flags at once, in every API process.
 
 The space: SQLite reuses freed pages but the file only shrinks with VACUUM (`vacuum_sqlite`:
 rewrites the whole file, takes a while, needs about the file's size free on disk, and blocks
@@ -23,8 +34,10 @@ here: `reclaim_advice` says what to run.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,9 +45,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from evoforge.db import blobs
 from evoforge.db.campaign_rows import engine_of
 from evoforge.db.models import Campaign, EliteCell, Program
-from evoforge.worker.campaign_service import Scope, SpecError, get_campaign
+from evoforge.worker.campaign_service import Scope, SpecError, TransitionRefused, get_campaign
 
-__all__ = ["KEEP", "PruneResult", "parse_keep", "parse_age", "prune_campaign", "reclaim_advice",
+__all__ = ["KEEP", "BUSY", "CampaignBusy", "PruneResult", "parse_keep", "parse_age",
+           "prune_campaign", "reclaim_advice",
            "vacuum_sqlite"]
 
 KEEP = ("elites", "lineage")
@@ -91,17 +105,42 @@ def _kept_ids(campaign_id: int, best_id: int | None, lineage: bool):
     return kept.union(step)
 
 
+class CampaignBusy(TransitionRefused):
+    """The campaign may be running: prune it with force=True (`--force`) if that is meant."""
+
+
+BUSY = ("running", "queued")
+
+
+@contextmanager
+def _write_session(engine: Engine) -> Iterator[Session]:
+    """A session in one transaction that, on SQLite, takes the write lock at BEGIN (IMMEDIATE):
+    it reads before it writes, and a deferred transaction would fail at once when a commit
+    landed in between instead of waiting on busy_timeout."""
+    with engine.connect().execution_options(sqlite_begin_immediate=True) as conn, conn.begin():
+        s = Session(bind=conn)
+        try:
+            yield s
+            s.flush()
+        finally:
+            s.close()
+
+
 def prune_campaign(sessions: sessionmaker[Session], campaign_id: int, *,
                    keep: frozenset[str] = frozenset({"elites"}),
                    older_than: timedelta | None = None, scope: Scope | None = None,
-                   now: datetime | None = None) -> PruneResult:
+                   now: datetime | None = None, force: bool = False) -> PruneResult:
     """Prune the programs of a campaign in `scope` (default: any) that are not kept, and older
-    than `older_than` when given. CampaignNotFound when it is not in the scope."""
+    than `older_than` when given. CampaignNotFound when it is not in the scope, CampaignBusy
+    when it is running or queued and not `force`."""
     now = now or datetime.now(timezone.utc)
     engine = engine_of(sessions)
-    with sessions.begin() as s:
-        best = get_campaign(s, scope or Scope.operator(), campaign_id).best_program_id
-        kept = _kept_ids(campaign_id, best, "lineage" in keep)
+    with _write_session(engine) as s:
+        c = get_campaign(s, scope or Scope.operator(), campaign_id)
+        if c.status in BUSY and not force:
+            raise CampaignBusy(f"campaign {campaign_id} is {c.status}: pause it first (or force "
+                               "the prune: --force, force=true)")
+        kept = _kept_ids(campaign_id, c.best_program_id, "lineage" in keep)
         where = [P.c.campaign_id == campaign_id, P.c.pruned_at.is_(None),
                  P.c.id.not_in(select(kept.c.id))]
         if older_than is not None:
@@ -111,12 +150,14 @@ def prune_campaign(sessions: sessionmaker[Session], campaign_id: int, *,
         # Counted, not the UPDATE's rowcount: SQLite's driver has none for a WITH statement.
         pruned = s.scalar(select(func.count()).select_from(P).where(
             P.c.campaign_id == campaign_id, P.c.pruned_at == now)) or 0
+        if pruned:  # the API's cached pages of this campaign are stale now (module docstring)
+            s.execute(update(C).where(C.c.id == campaign_id).values(revision=C.c.revision + 1))
         n_kept = s.scalar(select(func.count()).select_from(
             select(kept.c.id).join(P, P.c.id == kept.c.id)
             .where(P.c.campaign_id == campaign_id).subquery())) or 0
         before = s.scalar(select(func.count()).select_from(P).where(
             P.c.campaign_id == campaign_id, P.c.pruned_at.is_not(None), P.c.pruned_at != now)) or 0
-    with sessions.begin() as s:  # its own transaction: it reads every kept text's header
+    with _write_session(engine) as s:  # its own transaction: it reads every kept text's header
         deleted = blobs.gc_code_blobs(s)
     return PruneResult(campaign_id=campaign_id, pruned=pruned, kept=n_kept, already_pruned=before,
                        code_blobs_deleted=deleted, database=engine.dialect.name,

@@ -801,7 +801,7 @@ class _Importer:
                                     lineno)
         cleaned = [self._clean(rec) for _, rec in batch]
         codes, parent_hash = self._refs(batch, cleaned)
-        rows = []
+        rows, referred = [], {}
         for (_, rec), (child, _) in zip(batch, cleaned):
             m, r = child.mutation, child.result
             parent = {h: codes[h] for h in (parent_hash.get(rec.parent_id),) if h in codes}
@@ -810,6 +810,8 @@ class _Importer:
             prompt = None if m.prompt is None else blobs.encode_text(m.prompt, {**parent, **quoted})
             response = (None if m.response is None
                         else blobs.encode_text(m.response, {**parent, **own}))
+            referred.update((h, codes[h])
+                            for h in blobs.ref_hashes(prompt) + blobs.ref_hashes(response))
             rows.append(dict(
                 campaign_id=self.summary.campaign_id, iteration=rec.iteration,
                 parent_id=self.ids.get(rec.parent_id), island=rec.island,
@@ -820,6 +822,7 @@ class _Importer:
                 created_at=rec.created_at or datetime.now(timezone.utc), pruned_at=rec.pruned_at))
         new_ids = list(self.conn.execute(
             insert(P).returning(P.c.id, sort_by_parameter_order=True), rows).scalars())
+        blobs.hold_codes(self.conn, referred)   # a concurrent prune's gc cannot take them now
         late = []  # parents inside this batch: their new ids are known only now
         for (_, rec), row, new in zip(batch, rows, new_ids):
             self.ids.add(rec.id, new)
@@ -924,6 +927,10 @@ class _Importer:
     def _commit(self) -> None:
         cid = self.summary.campaign_id
         lineno = getattr(self, "_end_line", None)
+        if self.conn.dialect.name == "postgresql":  # held until the commit (db/blobs.py)
+            self.conn.execute(select(CODE_BLOB.c.hash).where(CODE_BLOB.c.hash.in_(
+                select(P.c.code_hash).where(P.c.campaign_id == cid, P.c.pruned_at.is_(None))))
+                .with_for_update(key_share=True)).all()
         missing = self.conn.scalar(
             select(func.count(func.distinct(P.c.code_hash)))
             .where(P.c.campaign_id == cid, P.c.code_hash.is_not(None), P.c.pruned_at.is_(None),

@@ -73,7 +73,7 @@ async def read_version(state, who, campaign_id: int) -> tuple | None:
 # machine, and it runs for every request of /elites and /programs. The project filter is the
 # one `project_campaigns.scope` applies (open mode: campaigns without a project).
 _C = Campaign.__table__
-_VERSION_COLUMNS = (_C.c.id, _C.c.created_at, _C.c.evaluations)
+_VERSION_COLUMNS = (_C.c.id, _C.c.created_at, _C.c.evaluations, _C.c.revision)
 _VERSION = select(*_VERSION_COLUMNS).where(_C.c.id == bindparam("cid"),
                                            _C.c.project_id == bindparam("pid"))
 _VERSION_OPEN = select(*_VERSION_COLUMNS).where(_C.c.id == bindparam("cid"),

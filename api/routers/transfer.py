@@ -59,15 +59,20 @@ async def import_campaign(request: Request, state: State, who: Auth, response: R
         return campaigns_svc.public(campaigns_svc.get_campaign(s, who, cid))
 
 
-@router.post("/{campaign_id}/prune", response_model=PrunePublic, responses={**E404, 422: {
+@router.post("/{campaign_id}/prune", response_model=PrunePublic, responses={**E404, 409: {
+    "model": ErrorPublic, "description": "The campaign is running or queued (pass force=true to "
+                                         "prune it anyway)."}, 422: {
     "model": ErrorPublic, "description": "An unknown keep value or age."}})
 def prune_campaign(campaign_id: CampaignId, state: State, who: Auth,
                    keep: str = Query("elites,lineage", max_length=100, pattern=r"^[a-z,]*$",
                                      description="elites (always kept), lineage (their ancestors)."),
                    older_than: str | None = Query(None, max_length=20,
                                                   description="Only programs older than this "
-                                                              "(7d, 12h, 30m, 2w).")):
+                                                              "(7d, 12h, 30m, 2w)."),
+                   force: bool = Query(False, description="Prune a running or queued campaign "
+                                                          "too (refused with 409 otherwise).")):
     """Drop the code, prompts and responses of the programs not kept; hashes, scores and
     evaluations stay, so the evaluation cache still answers for them. The database's space is
     not vacuumed by the server: `reclaim` says what to run."""
-    return svc.prune(state.sessions, who, campaign_id, keep=keep, older_than=older_than)
+    return svc.prune(state.sessions, who, campaign_id, keep=keep, older_than=older_than,
+                     force=force)

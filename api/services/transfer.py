@@ -12,7 +12,7 @@ from typing import IO, Any, Iterator
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.api.auth import Principal
-from evoforge.api.services import NotFound
+from evoforge.api.services import Conflict, NotFound
 from evoforge.api.services.llm_access import check_mutator
 from evoforge.api.services.project_campaigns import get_campaign, scope_of
 from evoforge.worker.campaign_service import CampaignNotFound
@@ -68,13 +68,15 @@ def import_file(sessions: sessionmaker[Session], principal: Principal, source: I
 
 
 def prune(sessions: sessionmaker[Session], principal: Principal, campaign_id: int, *,
-          keep: str, older_than: str | None) -> dict[str, Any]:
+          keep: str, older_than: str | None, force: bool = False) -> dict[str, Any]:
     from evoforge.worker import prune as retention
 
     keep_set, age = retention.parse_keep(keep), retention.parse_age(older_than)  # SpecError: 422
     try:
         result = retention.prune_campaign(sessions, campaign_id, keep=keep_set, older_than=age,
-                                          scope=scope_of(principal))
+                                          scope=scope_of(principal), force=force)
     except CampaignNotFound as exc:
         raise NotFound(str(exc)) from None
+    except retention.CampaignBusy as exc:
+        raise Conflict(str(exc)) from None
     return result.as_dict()

@@ -81,7 +81,8 @@
     el.textContent = "";
     el.append(h("ol", { class: "lineage" }, lin.ancestors.map((a, i) => h("li", { class: i === 0 ? "self" : null },
       h("span", {}, i === 0 ? h("strong", {}, `#${a.id}`) : h("a", { href: `/programs/${a.id}` }, `#${a.id}`),
-        h("span", { class: "meta" }, ` it ${a.iteration} · ${a.kind || "seed"}${a.status !== "ok" ? ` · ${a.status}` : ""}`)),
+        h("span", { class: "meta" }, ` it ${a.iteration} · ${a.kind || "seed"}${a.status !== "ok" ? ` · ${a.status}` : ""}`),
+        a.pruned ? h("span", { class: "tag pruned", title: "code, prompt and response removed by a prune" }, "pruned") : null),
       h("span", { class: "sc" }, fmt.score(a.score))))));
     if (lin.truncated) el.append(h("p", { class: "hint" }, "Older ancestors not shown."));
   }
