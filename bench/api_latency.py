@@ -86,11 +86,17 @@ def populate(url: str, programs: int) -> tuple[int, str]:
     return c.id, key
 
 
-def serve(url: str, port: int, log_path: Path) -> subprocess.Popen:
+def serve(url: str, port: int, log_path: Path, *, workers: int = 1,
+          broker_url: str | None = None) -> subprocess.Popen:
+    """A real `evoforge serve` subprocess; `workers` > 1 (`serve --workers N`) needs a broker,
+    which nothing is sent to here: the API only reads."""
     env = dict(os.environ, EVOFORGE_DATABASE_URL=url, PYTHONPATH=str(ROOT))
     env.pop("EVOFORGE_BROKER_URL", None)
+    if broker_url:
+        env["EVOFORGE_BROKER_URL"] = broker_url
     proc = subprocess.Popen([sys.executable, "-m", "evoforge.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"],
+                             "--port", str(port), "--log-level", "warning",
+                             "--workers", str(workers)],
                             env=env, cwd=str(ROOT), stdout=open(log_path, "ab"),
                             stderr=subprocess.STDOUT)
     import httpx

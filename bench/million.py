@@ -583,7 +583,13 @@ def measure_api(url: str, key: str, targets: dict[str, Target], a, tmp: Path) ->
     from tests.integration.services import free_port
 
     port = free_port()
-    proc = serve(url, port, tmp / "serve.log")
+    redis = None
+    if a.serve_workers > 1:   # `serve --workers N` refuses to start without a broker
+        from tests.integration.services import RedisServer
+        redis = RedisServer(tmp).start()
+    proc = serve(url, port, tmp / "serve.log", workers=a.serve_workers,
+                 broker_url=redis.url if redis else None)
+    print(f"    evoforge serve --workers {a.serve_workers}", flush=True)
     out: dict = {}
     try:
         for label, t in targets.items():
@@ -608,6 +614,8 @@ def measure_api(url: str, key: str, targets: dict[str, Target], a, tmp: Path) ->
     finally:
         proc.terminate()
         proc.wait(30)
+        if redis is not None:
+            redis.stop()
     return out
 
 
@@ -785,6 +793,9 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of: api, dashboard, rebuild, cli")
     ap.add_argument("--endpoints", default="",
                     help="only these (comma list of names, e.g. 'programs keyset,program')")
+    ap.add_argument("--serve-workers", type=int, default=1,
+                    help="API processes (`evoforge serve --workers N`; more than one starts a "
+                         "throwaway redis-server, which the serve command requires)")
     ap.add_argument("--explain", action="store_true")
     ap.add_argument("--state", default=None,
                     help="a JSON file: written after the fill; when it exists (same --db), the "

@@ -1,7 +1,12 @@
-"""/programs: one program (code, evaluation, diff against its parent) and its lineage."""
+"""/programs: one program (code, evaluation, diff against its parent) and its lineage.
+
+The answers are encoded by the schema's own TypeAdapter straight to JSON bytes (validated on
+the way, as `response_model` would): FastAPI's path validates into the model, dumps it to
+Python objects, then encodes those again; under 50 clients that was a seventh of the CPU."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import TypeAdapter
 
 from evoforge.api.errors import E401
 from evoforge.api.deps import Auth, ProgramId, State
@@ -10,6 +15,13 @@ from evoforge.api.services import programs as svc
 
 router = APIRouter(prefix="/programs", tags=["programs"], responses=E401)
 E404 = {404: {"model": ErrorPublic, "description": "No such program (or not yours)."}}
+_PROGRAM = TypeAdapter(ProgramPublic)
+_LINEAGE = TypeAdapter(LineagePublic)
+
+
+def _json(adapter: TypeAdapter, value: dict) -> Response:
+    return Response(adapter.dump_json(adapter.validate_python(value)),
+                    media_type="application/json")
 
 
 @router.get("/{program_id}", response_model=ProgramPublic, responses=E404)
@@ -17,11 +29,13 @@ def get_program(program_id: ProgramId, state: State, who: Auth):
     """Code, metrics, the evaluation (status, artifacts such as stderr), the parent and the
     unified diff against it, the prompt and the model's response, tokens and cost."""
     with state.sessions() as s:
-        return svc.program_detail(s, who, program_id)
+        out = svc.program_detail(s, who, program_id)
+    return _json(_PROGRAM, out)
 
 
 @router.get("/{program_id}/lineage", response_model=LineagePublic, responses=E404)
 def get_lineage(program_id: ProgramId, state: State, who: Auth,
                 depth: int = Query(100, ge=1, le=1000, description="Most ancestors to return.")):
     with state.sessions() as s:
-        return svc.lineage(s, who, program_id, depth=depth)
+        out = svc.lineage(s, who, program_id, depth=depth)
+    return _json(_LINEAGE, out)

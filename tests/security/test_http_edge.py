@@ -320,4 +320,7 @@ def test_junk_methods_and_paths_do_not_grow_metrics(live_server):
     assert after - before < 2000, (before, after)     # only the counts changed
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         text = c.get("/api/v1/metrics").text
-    assert 'method="other"' in text and 'route="unmatched"' in text
+    # Unknown methods are folded into "other" when they reach the app; uvicorn's httptools
+    # parser refuses most of them before (400): either way no label holds what a client sent.
+    assert 'route="unmatched"' in text
+    assert 'method="JUNK' not in text and 'method="M' not in text and 'method="L' not in text
