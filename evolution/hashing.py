@@ -30,9 +30,27 @@ import functools
 import hashlib
 import json
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class _NoNumpy:
+    """Stands for numpy while nothing has imported it: no value can be an instance of numpy's
+    types then, and importing numpy (0.3-0.5 s) is not worth paying in commands that only read
+    the database (`evoforge campaigns`, `best`), which reach this module through the archive."""
+    class bool_: ...
+    class integer: ...
+    class floating: ...
+    class complexfloating: ...
+    class ndarray: ...
+    class generic: ...
+
+
+def _numpy():
+    return sys.modules.get("numpy") or _NoNumpy
 
 SIGNIFICANT_DIGITS = 10
 
@@ -177,6 +195,7 @@ def canonicalize(value: Any) -> Any:
     """
     if value is None or isinstance(value, str):
         return value
+    np = _numpy()
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -211,6 +230,7 @@ def exact_form(value: Any) -> Any:
     Lists and tuples both become lists (the sandbox channel does not keep the difference)."""
     if value is None or isinstance(value, str):
         return value
+    np = _numpy()
     if isinstance(value, np.generic):  # before float/int: np.float64 is a float subclass
         return {"__np__": [value.dtype.str, exact_form(value.item())]}
     if isinstance(value, (bool, int)):

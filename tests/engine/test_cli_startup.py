@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.integration.services import pg_url, postgres_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "openevolve" / "fixtures" / "dict_problem"
 
@@ -17,6 +21,7 @@ def state(rc):
     return {"rc": rc, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
             "modules": sorted(m for m in ("rich", "alembic", "fastapi", "uvicorn", "celery", "evoforge.api.app")
                               if m in sys.modules),
+            "numpy": "numpy" in sys.modules,
             "starters": [t.name for t in threading.enumerate() if t.name == "evoforge-sandbox-start"]}
 
 try:
@@ -29,8 +34,10 @@ print("STATE " + json.dumps(state(rc)))
 """
 
 
-def _drive(*args, tmp_path):
+def _drive(*args, tmp_path, db_url=None):
     env = {"EVOFORGE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    if db_url:
+        env["EVOFORGE_DATABASE_URL"] = db_url
     p = subprocess.run([sys.executable, "-c", DRIVER, *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -67,3 +74,27 @@ def test_run_start_up_and_an_early_failure(tmp_path):
                          tmp_path=tmp_path)
     assert state["rc"] == "ClickException"
     assert state["gc_enabled"] and state["starters"] == []
+
+
+def _read_commands_import_little(tmp_path, db_url):
+    """`evoforge campaigns` and `best` only read the database: no Alembic (the schema is at
+    head), no numpy (nothing to evaluate), which were 0.6-0.9 s of their 1 s at a million
+    programs (docs/benchmarks.md)."""
+    state, out, err = _drive("run", "circle_packing", "--iterations", "2", "--json",
+                             tmp_path=tmp_path, db_url=db_url)
+    assert state["rc"] == 0, err
+    campaign = json.loads(out[-1])["campaign_id"]
+    for args in (("campaigns",), ("best", str(campaign))):
+        state, out, err = _drive(*args, tmp_path=tmp_path, db_url=db_url)
+        assert state["rc"] == 0, err
+        assert "alembic" not in state["modules"] and not state["numpy"], (args, state)
+    assert "def pack_circles" in "\n".join(out)
+
+
+def test_read_commands_import_little_on_sqlite(tmp_path):
+    _read_commands_import_little(tmp_path, f"sqlite:///{tmp_path / 'read.db'}")
+
+
+@pytest.mark.integration
+def test_read_commands_import_little_on_postgres(tmp_path, pg_url):
+    _read_commands_import_little(tmp_path, pg_url)
