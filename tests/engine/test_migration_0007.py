@@ -68,7 +68,7 @@ def test_0007_upgrades_a_filled_0006_database_and_downgrades(url):
     before = _program_indexes(url)
     assert before["ix_program_campaign_score"] == ["campaign_id", "score"]
     _fill(url)
-    _alembic(url, command.upgrade, "head")
+    _alembic(url, command.upgrade, "0007")
     after = _program_indexes(url)
     for name, cols in EXPECTED.items():
         assert after[name] == cols, name
