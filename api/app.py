@@ -75,6 +75,8 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
             yield
         finally:
             await anyio.to_thread.run_sync(runner.shutdown)
+            if state.caches.async_reader:
+                await state.caches.async_reader.close()
 
     app = FastAPI(title="EvoForge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="LLM-driven program evolution as a service. Send "

@@ -98,6 +98,7 @@ class ApiCaches:
         self._tasks: set[asyncio.Task] = set()
         self.fresh_reads = 0  # queries `fresh` sent (tests, bench)
         self.inline_reads: bool | None = None  # set by the routes from the database's dialect
+        self.async_reader = None  # api/version_reader.py on PostgreSQL (False: not used)
 
     # -- API keys -------------------------------------------------------------------------------
     @staticmethod
@@ -169,7 +170,8 @@ class ApiCaches:
         `inline`: run `fn` on the event loop (in that task, so everyone who arrived before it
         ran still shares it) instead of the thread pool: for a read of microseconds (SQLite by
         primary key) the hop to a thread and back costs more than the read, and under load far
-        more (the GIL handoff: docs/benchmarks.md)."""
+        more (the GIL handoff: docs/benchmarks.md). A coroutine function `fn` is awaited on the
+        loop (PostgreSQL's version reads: api/version_reader.py)."""
         loop = asyncio.get_running_loop()
         slot = self._fresh.get(key)
         if slot is None:
@@ -190,7 +192,10 @@ class ApiCaches:
 
         try:
             self.fresh_reads += 1
-            value = slot.fn() if inline else await anyio.to_thread.run_sync(slot.fn)
+            if asyncio.iscoroutinefunction(slot.fn):   # a read on the loop (version_reader)
+                value = await slot.fn()
+            else:
+                value = slot.fn() if inline else await anyio.to_thread.run_sync(slot.fn)
         except BaseException as exc:
             fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             if not isinstance(exc, Exception):

@@ -1,8 +1,11 @@
 """/campaigns: create, list, read, pause/resume/cancel, delete, schedule, elites, programs, events."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Literal
+
+import anyio
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -22,6 +25,8 @@ from evoforge.api.services import listing
 from evoforge.api.services import programs as programs_svc
 from evoforge.db.models import Campaign
 from evoforge.evolution.types import EVAL_STATUSES
+
+log = logging.getLogger("evoforge.api")
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=E401)
 E404 = {404: {"model": ErrorPublic, "description": "No such campaign (or not yours)."}}
@@ -64,8 +69,35 @@ async def read_version(state, who, campaign_id: int) -> tuple | None:
         with engine.connect() as conn:
             row = conn.execute(stmt, params).first()
         return None if row is None else tuple(row)
+
+    reader = _async_reader(state)
+    if reader is not None:
+        async def read_async():
+            try:
+                return await reader.read(campaign_id, who.project_id)
+            except Exception as exc:   # the next read opens a new connection; this one, pooled
+                log.warning("version read on the event loop failed (%s); read on the pool", exc)
+                return await anyio.to_thread.run_sync(read)
+        return await state.caches.fresh(("version", who.project_id, campaign_id), read_async)
     return await state.caches.fresh(("version", who.project_id, campaign_id), read,
                                     inline=_inline_reads(state))
+
+
+def _async_reader(state):
+    """PostgreSQL's version reads go on the event loop (api/version_reader.py) unless
+    $EVOFORGE_VERSION_READ says inline or thread."""
+    reader = state.caches.async_reader
+    if reader is None:
+        engine = state.sessions.kw["bind"]
+        mode = os.environ.get("EVOFORGE_VERSION_READ", "")
+        reader = False
+        if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg" \
+                and mode not in ("inline", "thread"):
+            from evoforge.api.version_reader import AsyncVersionReader
+
+            reader = AsyncVersionReader(engine, {True: _VERSION_OPEN, False: _VERSION})
+        state.caches.async_reader = reader
+    return reader or None
 
 
 # `programs_svc.campaign_version` as prepared Core statements on a pooled connection (no ORM
