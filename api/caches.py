@@ -135,10 +135,10 @@ class ApiCaches:
         self._bodies.put(key, body)
 
     async def single_flight(self, key: tuple, fn):
-        """Run blocking `fn` in the thread pool once for concurrent callers of the same key
+        """Run blocking `fn` on a read thread (api/read_threads.py) once for concurrent callers of the same key
         (event-loop side only). Only for answers that cannot go stale while shared: an API key's
         project, a body under a version read for this request (the version names the data)."""
-        from starlette.concurrency import run_in_threadpool
+        from evoforge.api.read_threads import run_read
 
         fut = self._inflight.get(key)
         if fut is not None:
@@ -147,7 +147,7 @@ class ApiCaches:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "not retrieved"
         self._inflight[key] = fut
         try:
-            value = await run_in_threadpool(fn)
+            value = await run_read(fn)
         except BaseException as exc:
             fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             raise
@@ -188,14 +188,14 @@ class ApiCaches:
         return await asyncio.shield(fut)
 
     async def _read(self, key: tuple, slot: _Fresh, fut: asyncio.Future, inline: bool) -> None:
-        import anyio
+        from evoforge.api.read_threads import run_read
 
         try:
             self.fresh_reads += 1
             if asyncio.iscoroutinefunction(slot.fn):   # a read on the loop (version_reader)
                 value = await slot.fn()
             else:
-                value = slot.fn() if inline else await anyio.to_thread.run_sync(slot.fn)
+                value = slot.fn() if inline else await run_read(slot.fn)
         except BaseException as exc:
             fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             if not isinstance(exc, Exception):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from evoforge.api.errors import E401
+from evoforge.api.read_threads import run_read
 from evoforge.api.deps import Auth, ProgramId, State
 from evoforge.api.schemas import ErrorPublic, LineagePublic, ProgramPublic
 from evoforge.api.services import programs as svc
@@ -25,17 +26,20 @@ def _json(adapter: TypeAdapter, value: dict) -> Response:
 
 
 @router.get("/{program_id}", response_model=ProgramPublic, responses=E404)
-def get_program(program_id: ProgramId, state: State, who: Auth):
+async def get_program(program_id: ProgramId, state: State, who: Auth):
     """Code, metrics, the evaluation (status, artifacts such as stderr), the parent and the
     unified diff against it, the prompt and the model's response, tokens and cost."""
-    with state.sessions() as s:
-        out = svc.program_detail(s, who, program_id)
-    return _json(_PROGRAM, out)
+    def read() -> Response:
+        with state.sessions() as s:
+            return _json(_PROGRAM, svc.program_detail(s, who, program_id))
+    return await run_read(read)
 
 
 @router.get("/{program_id}/lineage", response_model=LineagePublic, responses=E404)
-def get_lineage(program_id: ProgramId, state: State, who: Auth,
-                depth: int = Query(100, ge=1, le=1000, description="Most ancestors to return.")):
-    with state.sessions() as s:
-        out = svc.lineage(s, who, program_id, depth=depth)
-    return _json(_LINEAGE, out)
+async def get_lineage(program_id: ProgramId, state: State, who: Auth,
+                      depth: int = Query(100, ge=1, le=1000,
+                                         description="Most ancestors to return.")):
+    def read() -> Response:
+        with state.sessions() as s:
+            return _json(_LINEAGE, svc.lineage(s, who, program_id, depth=depth))
+    return await run_read(read)
