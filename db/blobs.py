@@ -93,19 +93,25 @@ def _text(data: bytes) -> str:
 _local = threading.local()
 
 
-def _compressor(dictionary: Dictionary | None) -> zstd.ZstdCompressor:
-    """One compressor per thread and dictionary (a ZstdCompressor is not thread-safe)."""
-    cache = getattr(_local, "compressors", None)
+def _per_thread(kind: str, dictionary: Dictionary | None, make) -> Any:
+    """One (de)compressor per thread, kind and dictionary: they are not thread-safe, and
+    building one with a dictionary costs more than compressing or decompressing a prompt."""
+    cache = getattr(_local, kind, None)
     if cache is None:
-        cache = _local.compressors = {}
+        cache = {}
+        setattr(_local, kind, cache)
     key = dictionary.id if dictionary is not None else 0
-    c = cache.get(key)
-    if c is None:
+    codec = cache.get(key)
+    if codec is None:
         if len(cache) > 32:
             cache.clear()
-        c = cache[key] = (zstd.ZstdCompressor(level=LEVEL, dict_data=dictionary.zdict)
-                          if dictionary is not None else zstd.ZstdCompressor(level=LEVEL))
-    return c
+        codec = cache[key] = make(dictionary.zdict if dictionary is not None else None)
+    return codec
+
+
+def _compressor(dictionary: Dictionary | None) -> zstd.ZstdCompressor:
+    return _per_thread("compressors", dictionary,
+                       lambda zdict: zstd.ZstdCompressor(level=LEVEL, dict_data=zdict))
 
 
 def _compress(data: bytes, dictionary: Dictionary | None) -> bytes:
@@ -113,19 +119,8 @@ def _compress(data: bytes, dictionary: Dictionary | None) -> bytes:
 
 
 def _decompressor(dictionary: Dictionary | None) -> zstd.ZstdDecompressor:
-    """One decompressor per thread and dictionary, as `_compressor` (building one with a
-    dictionary costs more than decompressing a prompt)."""
-    cache = getattr(_local, "decompressors", None)
-    if cache is None:
-        cache = _local.decompressors = {}
-    key = dictionary.id if dictionary is not None else 0
-    d = cache.get(key)
-    if d is None:
-        if len(cache) > 32:
-            cache.clear()
-        d = cache[key] = zstd.ZstdDecompressor(
-            dict_data=dictionary.zdict if dictionary is not None else None)
-    return d
+    return _per_thread("decompressors", dictionary,
+                       lambda zdict: zstd.ZstdDecompressor(dict_data=zdict))
 
 
 # Dictionaries by id, process-wide: immutable once written.
