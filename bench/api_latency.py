@@ -174,7 +174,7 @@ def random_paths(cid: int, programs: int) -> dict[str, Callable[[random.Random],
             q += f"&island={rng.randrange(ISLANDS)}"
         if "iteration" in sort:   # iteration i is program i + 1: any iteration is a cursor
             return q + f"&after=i:{rng.randrange(programs)}"
-        return q + f"&offset={rng.randrange(programs // 4)}"
+        return q + f"&offset={rng.randrange(min(100_000, programs // 4))}"
     return {"programs": page,
             "program": lambda rng: f"/api/v1/programs/{rng.randrange(programs) + 1}"}
 

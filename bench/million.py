@@ -474,7 +474,8 @@ def offset_path(t: Target, rng: random.Random) -> str:
     sort = rng.choice(SORTS)
     q, status, island = _filters(rng)
     share = (0.5 if island is not None else 1.0) * (0.3 if status else 1.0)
-    offset = rng.randrange(max(1, int(t.n * share * 0.9)))
+    # anywhere in the list, up to the deepest offset the API serves (api/deps.py MAX_OFFSET)
+    offset = rng.randrange(max(1, min(100_000, int(t.n * share * 0.9))))
     return f"/api/v1/campaigns/{t.cid}/programs?sort={sort}{q}&limit=50&offset={offset}"
 
 
