@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.services import free_port
+from tests.integration.services import default_sigint, free_port
 from tests.security.conftest import serve_process  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +185,8 @@ def test_submit_follow_resubmit_read_save_cancel(server, tmp_path):
     env.update(EVOFORGE_SERVER=srv.url, EVOFORGE_API_KEY=key)
     follower = subprocess.Popen([sys.executable, "-m", "evoforge.cli", "remote", "status",
                                  str(long_id), "--follow"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
     time.sleep(4)
     follower.send_signal(signal.SIGINT)
     _, err = follower.communicate(timeout=30)

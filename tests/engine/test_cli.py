@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.services import default_sigint
+
 ROOT = Path(__file__).resolve().parents[2]
 EVOFORGE = [sys.executable, "-m", "evoforge.cli"]
 SEED = (ROOT / "examples/circle_packing/seed.py").read_text()
@@ -120,7 +122,8 @@ def test_ctrl_c_pauses_cleanly_and_resume_continues(home):
 
     env = {"EVOFORGE_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([*EVOFORGE, "run", "circle_packing", "--iterations", "100000", "--json"],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until it has really started evaluating
         rows = json.loads(cli("campaigns", "--json", home=home).stdout or "[]")

@@ -260,3 +260,12 @@ def use_broker(url: str) -> None:
     app.conf.broker_url = url
     pools.reset()       # closes and forgets every producer/connection pool of this process
     app._after_fork()   # the app's cached pools
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child a test interrupts with SIGINT: a test run started in the
+    background by a non-interactive shell (`cmd &`) inherits SIGINT *ignored*, which an exec
+    keeps, so Ctrl-C would never reach the child; this puts the default back in the child."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
