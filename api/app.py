@@ -48,7 +48,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
         of every route but the problem upload's (8 MiB: evaluators/openevolve/package.py).
         See api/guards.py.
     """
-    from evoforge.db.engine import default_url, session_factory, upgrade
+    from evoforge.db.engine import default_url, read_session_factory, session_factory, upgrade
 
     db_url = db_url or default_url()
     if broker_url is None:
@@ -63,7 +63,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     metrics = Metrics(sessions)
     state = AppState(sessions=sessions, db_url=db_url, broker_url=broker_url or None,
                      open_mode=open_mode, bind_host=bind_host, runner=runner, metrics=metrics,
-                     poll_s=poll_s, heartbeat_s=heartbeat_s)
+                     poll_s=poll_s, heartbeat_s=heartbeat_s, reads=read_session_factory(db_url))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

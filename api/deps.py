@@ -24,6 +24,13 @@ class AppState:
     poll_s: float = 0.5
     heartbeat_s: float = 15.0
     caches: ApiCaches = field(default_factory=ApiCaches)
+    # Sessions for the read routes (programs, lineage, listings, elites): without a transaction
+    # on PostgreSQL (db.engine.read_session_factory); `sessions` when not given.
+    reads: sessionmaker[Session] | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = self.sessions
 
 
 async def app_state(request: Request) -> AppState:  # async: no thread-pool hop

@@ -97,6 +97,22 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
+@lru_cache(maxsize=16)
+def read_session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions for reads that write nothing (the API's program, lineage, listing and elites
+    reads). On PostgreSQL their connections, from the same pool, run in autocommit: no BEGIN
+    before the first statement and no ROLLBACK when the connection goes back to the pool, two
+    round trips of three for a one-query read (0.8 ms of wall time and a third of the CPU per
+    checkout here). Nothing else changes: at READ COMMITTED, PostgreSQL's default and the only
+    level EvoForge uses, each statement takes its own snapshot inside a transaction too. On
+    SQLite a transaction gives a read's statements one snapshot (WAL) and costs no round trip:
+    the plain sessions."""
+    engine = get_engine(url)
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(engine, expire_on_commit=False)
+
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The migrations that `_sqlite_at_head` is proven to be equal to (the models' schema plus
 # this head stamped), by tests/engine/test_schema_fastpath.py. Any other set of files in

@@ -61,7 +61,7 @@ def _json(body: bytes) -> Response:
 async def read_version(state, who, campaign_id: int) -> tuple | None:
     """The campaign's version as the caller's project sees it (None: not found or not theirs),
     read by a query that started after this call (`ApiCaches.fresh`)."""
-    engine = state.sessions.kw["bind"]
+    engine = state.reads.kw["bind"]
     stmt, params = ((_VERSION_OPEN, {"cid": campaign_id}) if who.project_id is None
                     else (_VERSION, {"cid": campaign_id, "pid": who.project_id}))
 
@@ -233,7 +233,7 @@ async def get_elites(campaign_id: CampaignId, request: Request, state: State, wh
     body = caches.body(body_key("elites", version, raw_query))
     if body is None:
         def build():
-            with state.sessions() as s:
+            with state.reads() as s:
                 v, out = programs_svc.elites_versioned(s, who, campaign_id)
             return v, _ELITES_JSON.dump_json(_ELITES_JSON.validate_python(out))
         version, body = await caches.single_flight(body_key("elites", version, raw_query), build)
@@ -260,11 +260,11 @@ async def list_programs(campaign_id: CampaignId, request: Request, state: State,
     body = caches.body(body_key("programs", version, raw_query))
     if body is None:
         def build():
-            with state.sessions() as s:
+            with state.reads() as s:
                 try:
                     v, items, total, next_after = programs_svc.list_programs_versioned(
                         s, who, campaign_id, sort=sort, status=status, island=island,
-                        limit=limit, offset=offset, after=after)
+                        limit=limit, offset=offset, after=after, version=version)
                 except listing.BadCursor as exc:
                     raise HTTPException(422, str(exc)) from None  # `status` is a filter here
             page = {"items": items, "total": total, "limit": limit, "offset": offset,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, aliased
 from evoforge.api.auth import Principal
 from evoforge.api.services import NotFound, utc
 from evoforge.api.services import listing
-from evoforge.api.services.project_campaigns import get_campaign, scope
+from evoforge.api.services.project_campaigns import Scoped, get_campaign
 from evoforge.db import blobs
 from evoforge.db.campaign_config import CampaignConfig
 from evoforge.db.errors import campaign_not_found
@@ -45,9 +45,20 @@ def campaign_version(s: Session, principal: Principal, campaign_id: int) -> tupl
 
 def _version_row(s: Session, principal: Principal, campaign_id: int) -> Any:
     """The row of `campaign_version` (attributes id, created_at, evaluations, revision)."""
-    return s.execute(scope(select(Campaign.id, Campaign.created_at, Campaign.evaluations,
-                                  Campaign.revision)
-                           .where(Campaign.id == campaign_id), principal)).first()
+    return s.execute(*_VERSION(principal, cid=campaign_id)).first()
+
+
+_VERSION = Scoped(select(Campaign.id, Campaign.created_at, Campaign.evaluations, Campaign.revision)
+                  .where(Campaign.id == bindparam("cid")))
+
+
+@dataclass(frozen=True)
+class Version:
+    """A campaign's version (`_version`) with its parts named, as the listing reads them."""
+    id: int
+    created_at: Any
+    evaluations: int
+    revision: int
 
 
 def elites(s: Session, principal: Principal, campaign_id: int) -> dict[str, Any]:
@@ -93,20 +104,25 @@ def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: s
 
 def list_programs_versioned(s: Session, principal: Principal, campaign_id: int, *, sort: str,
                             status: str | None, island: int | None, limit: int, offset: int,
-                            after: str | None = None
+                            after: str | None = None, version: tuple | None = None
                             ) -> tuple[tuple, list[dict[str, Any]], int, str | None]:
     """(version of the archive read, items, total, the `after` cursor of the next page or None).
     `after` (a cursor this function handed out; listing.BadCursor otherwise) continues right
-    after an item, `offset` skips rows: one or the other. The total: `_segment_counts`."""
+    after an item, `offset` skips rows: one or the other. The total: `_segment_counts`.
+    `version`: the campaign's version as the caller read it for this principal before this
+    call (the API reads it for every request), so it is not read again; the page read after it
+    is at least as new, which is all a response cached under it needs."""
     cursor = listing.parse_cursor(sort, after) if after else None
     if cursor is not None and offset:
         raise listing.BadCursor("after and offset: give one or the other")
-    # The version's four columns, not the whole campaign row (its config and JSON columns):
-    # all a page needs of the campaign.
-    c = _version_row(s, principal, campaign_id)
-    if c is None:
-        raise NotFound(str(campaign_not_found(campaign_id)))
-    version = tuple(c)
+    if version is None:
+        # The version's four columns, not the whole campaign row (its config and JSON
+        # columns): all a page needs of the campaign.
+        version = _version_row(s, principal, campaign_id)
+        if version is None:
+            raise NotFound(str(campaign_not_found(campaign_id)))
+    c = Version(*version)
+    version = tuple(version)
     where = [Program.campaign_id == campaign_id]
     if status:
         where.append(Program.status == status)
@@ -158,7 +174,7 @@ class _Counts:
         return self.total == self.evaluations
 
 
-def _segment_counts(s: Session, c: Campaign, status: str | None,
+def _segment_counts(s: Session, c: Version, status: str | None,
                     island: int | None) -> tuple[int, int]:
     """(scored, unscored) programs of a campaign under a filter: the page total, and where the
     unscored segment starts for an offset. Never a full count on every page: kept per process,
@@ -217,8 +233,8 @@ def _full_count(campaign_id: int, match: list) -> Any:
 
 
 # The campaign of a program the caller may see (scoped through the campaign join).
-_CAMPAIGN_OF = (select(Program.campaign_id).join(Campaign, Campaign.id == Program.campaign_id)
-                .where(Program.id == bindparam("program_id")))
+_CAMPAIGN_OF = Scoped(select(Program.campaign_id).join(Campaign, Campaign.id == Program.campaign_id)
+                      .where(Program.id == bindparam("program_id")))
 
 
 def unified_diff(parent_id: int | None, program_id: int, parent_code: str | None,
@@ -254,13 +270,13 @@ def _detail_query():
             .where(Program.id == bindparam("program_id")))
 
 
-_DETAIL = _detail_query()
+_DETAIL = Scoped(_detail_query())
 
 
 def program_detail(s: Session, principal: Principal, program_id: int) -> dict[str, Any]:
     """Everything GET /programs/{id} shows, in two reads: the row (`_detail_query`), then every
     code it needs (its own, its parent's and those its prompt and reply refer to) at once."""
-    r = s.execute(scope(_DETAIL, principal), {"program_id": program_id}).first()
+    r = s.execute(*_DETAIL(principal, program_id=program_id)).first()
     if r is None:
         raise NotFound(f"program {program_id} not found")
     pruned = r.pruned_at is not None
@@ -296,7 +312,7 @@ def lineage(s: Session, principal: Principal, program_id: int, *, depth: int) ->
     """The program and up to depth - 1 of its ancestors, nearest first, in one recursive query
     (one index lookup per ancestor in the database, not one round trip each), never following
     a link out of the program's campaign. `truncated`: there are more ancestors than shown."""
-    campaign_id = s.scalar(scope(_CAMPAIGN_OF, principal), {"program_id": program_id})
+    campaign_id = s.scalar(*_CAMPAIGN_OF(principal, program_id=program_id))
     if campaign_id is None:
         raise NotFound(f"program {program_id} not found")
     cols = ("id", "iteration", "generation", "parent_id", "kind", "status", "score", "pruned")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.api import quotas
@@ -27,6 +27,21 @@ def scope_of(principal: Principal) -> service.Scope:
 def scope(q, principal: Principal):
     """`q` limited to the principal's campaigns."""
     return scope_of(principal).where(q)
+
+
+class Scoped:
+    """A statement limited to a principal's campaigns as `scope` limits it, built once (at import,
+    for the read routes' statements): the project is a bound parameter, so no statement is
+    built, and no cache key computed, per request. Call it for the statement and its params."""
+
+    def __init__(self, q):
+        self.open = q.where(Campaign.project_id.is_(None))
+        self.project = q.where(Campaign.project_id == bindparam("scope_project_id"))
+
+    def __call__(self, principal: Principal, **params: Any) -> tuple[Any, dict[str, Any]]:
+        if principal.project_id is None:
+            return self.open, params
+        return self.project, {**params, "scope_project_id": principal.project_id}
 
 
 def get_campaign(s: Session, principal: Principal, campaign_id: int) -> Campaign:
