@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import million as M  # noqa: E402
-from api_latency import RawClient  # noqa: E402
+from api_latency import RawClient, timed_get  # noqa: E402
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -42,12 +42,7 @@ async def drive(port: int, key: str, make, seconds: float, clients: int) -> list
 
     async def one(c) -> None:
         while time.perf_counter() < stop:
-            path = make(rng)
-            t0 = time.perf_counter()
-            status, body = await c.get(path)
-            lat.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"{path}: {status} {body[:200]!r}")
+            await timed_get(c, make(rng), lat)
     await asyncio.gather(*(one(c) for c in conns))
     await asyncio.gather(*(c.close() for c in conns))
     return lat

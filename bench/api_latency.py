@@ -163,6 +163,16 @@ class HttpxClient:
 CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
 
 
+async def timed_get(client, path: str, latencies: list[float]) -> None:
+    """One GET on `client`, timed at the client: its latency is appended to `latencies`, and
+    any status but 200 stops the bench (the path, the status and the body's first bytes)."""
+    t0 = time.perf_counter()
+    status, body = await client.get(path)
+    latencies.append(time.perf_counter() - t0)
+    if status != 200:
+        raise RuntimeError(f"{path}: {status} {body[:300]!r}")
+
+
 def random_paths(cid: int, programs: int) -> dict[str, Callable[[random.Random], str]]:
     """--random: request generators (ids are 1..programs, as `populate` stores them)."""
     def page(rng: random.Random) -> str:
@@ -198,10 +208,7 @@ async def load(port: int, path: str | Callable[[random.Random], str], key: str, 
         await get_ok(c, draw(rng))
     serial = []
     for _ in range(100):  # one client alone: the service time without queueing
-        p = draw(rng)
-        t0 = time.perf_counter()
-        await get_ok(c, p)
-        serial.append(time.perf_counter() - t0)
+        await timed_get(c, draw(rng), serial)
     await c.close()
     load.serial_p50 = statistics.median(serial) * 1e3
 
@@ -211,10 +218,7 @@ async def load(port: int, path: str | Callable[[random.Random], str], key: str, 
 
     async def client(c) -> None:
         for _ in range(requests):
-            p = draw(rng)
-            t0 = time.perf_counter()
-            await get_ok(c, p)
-            lat.append(time.perf_counter() - t0)
+            await timed_get(c, draw(rng), lat)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in conns))

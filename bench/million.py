@@ -552,7 +552,7 @@ class Bumper:
 
 async def run_load(port: int, key: str, make_path, clients: int, requests: int
                    ) -> dict[str, float]:
-    from api_latency import RawClient
+    from api_latency import RawClient, timed_get
 
     rng = random.Random(5)
     lat: list[float] = []
@@ -565,12 +565,7 @@ async def run_load(port: int, key: str, make_path, clients: int, requests: int
 
     async def client(c) -> None:
         for _ in range(requests):
-            path = make_path(rng)
-            t0 = time.perf_counter()
-            status, body = await c.get(path)
-            lat.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"{path}: {status} {body[:300]!r}")
+            await timed_get(c, make_path(rng), lat)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in conns))

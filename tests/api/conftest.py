@@ -62,6 +62,47 @@ def live_server(tmp_path):
         srv.stop()
 
 
+@dataclass
+class FinishedCampaign:
+    """A finished circle-packing campaign of project alpha on a live server (`api.db`), and a
+    second project, beta, that owns nothing: the set-up of the prune and transfer tests."""
+    server: LiveServer
+    sessions: object
+    url: str
+    cid: int
+    alpha: str
+    beta: str
+    beta_id: int
+
+
+@pytest.fixture
+def finished_campaign(tmp_path, fork_sandbox, live_server):
+    """Factory: finished_campaign(evaluations, extend=None) -> FinishedCampaign. Two keyed
+    projects (alpha, beta), then a campaign of alpha's (2 islands, `evaluations` evaluations)
+    run to its end in process; `extend(sessions, cid)` adds rows before the server starts."""
+    from evoforge.db import apikeys
+    from evoforge.db.campaign_config import CampaignSpec
+    from evoforge.db.engine import session_factory, upgrade
+    from evoforge.worker.campaign_service import create_campaign
+    from evoforge.worker.embedded import EmbeddedExecutor
+
+    def make(evaluations: int, extend=None) -> FinishedCampaign:
+        url = f"sqlite:///{tmp_path / 'api.db'}"
+        upgrade(url)
+        sessions = session_factory(url)
+        alpha, alpha_id = apikeys.create_key(sessions, "alpha")
+        beta, beta_id = apikeys.create_key(sessions, "beta")
+        spec = CampaignSpec(task="circle_packing", budget={"max_evaluations": evaluations},
+                            archive={"islands": 2})
+        cid = create_campaign(sessions, spec, project_id=alpha_id).id
+        EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
+        if extend is not None:
+            extend(sessions, cid)
+        return FinishedCampaign(live_server("api.db"), sessions, url, cid, alpha, beta, beta_id)
+
+    return make
+
+
 def wait_for(predicate, timeout_s: float = 120, interval_s: float = 0.2):
     deadline = time.monotonic() + timeout_s
     while True:

@@ -11,27 +11,15 @@ from sqlalchemy import select
 
 from evoforge.cli.main import main
 from evoforge.client import Client, ServerError
-from evoforge.db import apikeys
-from evoforge.db.campaign_config import CampaignSpec
-from evoforge.db.engine import session_factory, upgrade
 from evoforge.db.models import Campaign, EliteCell, Program
-from evoforge.worker.campaign_service import create_campaign
-from evoforge.worker.embedded import EmbeddedExecutor
 
 QUERY = {"sort": "iteration", "limit": 500}
 
 
 @pytest.fixture
-def setup(tmp_path, fork_sandbox, live_server):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    upgrade(url)
-    sessions = session_factory(url)
-    alpha, alpha_id = apikeys.create_key(sessions, "alpha")
-    spec = CampaignSpec(task="circle_packing", budget={"max_evaluations": 24},
-                        archive={"islands": 2})
-    cid = create_campaign(sessions, spec, project_id=alpha_id).id
-    EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
-    return live_server("api.db"), sessions, url, cid, alpha
+def setup(finished_campaign):
+    f = finished_campaign(24)
+    return f.server, f.sessions, f.url, f.cid, f.alpha
 
 
 def _flags(client, cid: int) -> dict[int, bool]:

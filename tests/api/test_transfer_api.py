@@ -11,30 +11,17 @@ from sqlalchemy import func, select
 
 from evoforge.api.routers import transfer as transfer_router
 from evoforge.db import apikeys
-from evoforge.db.campaign_config import CampaignSpec
 from evoforge.db.engine import session_factory, upgrade
 from evoforge.db.models import Campaign, EliteCell, Program
-from evoforge.worker.campaign_service import create_campaign
-from evoforge.worker.embedded import EmbeddedExecutor
 from tests.engine.test_transfer import _llm_children, _rewrite, normalized
 
 MEDIA = "application/zstd"
 
 
 @pytest.fixture
-def setup(tmp_path, fork_sandbox, live_server):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    upgrade(url)
-    sessions = session_factory(url)
-    alpha, alpha_id = apikeys.create_key(sessions, "alpha")
-    beta, beta_id = apikeys.create_key(sessions, "beta")
-    spec = CampaignSpec(task="circle_packing", budget={"max_evaluations": 16},
-                        archive={"islands": 2})
-    cid = create_campaign(sessions, spec, project_id=alpha_id).id
-    EmbeddedExecutor(sessions, cid, sandbox=fork_sandbox).run()
-    _llm_children(sessions, cid, 4, start=16)
-    server = live_server("api.db")
-    return server, sessions, cid, alpha, beta, beta_id
+def setup(finished_campaign):
+    f = finished_campaign(16, extend=lambda sessions, cid: _llm_children(sessions, cid, 4, start=16))
+    return f.server, f.sessions, f.cid, f.alpha, f.beta, f.beta_id
 
 
 def _export(client: httpx.Client, cid: int) -> bytes:

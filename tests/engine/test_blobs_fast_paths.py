@@ -1,17 +1,20 @@
 """The cheap paths of the compact storage's encoder and commit (db/blobs.py, db/store.py) choose
-exactly what the plain ones choose.
+exactly what the plain ones would.
 
 - `_find_spots` (str.find over a code) against the code's line-start index, for every key.
 - `segments` with its shortcuts (no index for a code when few line starts are looked up, one set
-  lookup to reject a line, no look-ups in a gap's last MIN_MATCH characters) against the plain
-  search written out here, on hostile texts: NUL, lone surrogates, the layout's own marker bytes,
-  CRLF, a code repeated beyond MAX_CANDIDATES, a periodic code in a huge text.
+  lookup to reject a line, no look-ups in a gap's last MIN_MATCH characters) against a brute-force
+  oracle written out here, which shares no code with the search (it checks each output against
+  the contract, trying every position of every code), on hostile texts: NUL, lone surrogates,
+  the layout's own marker bytes, CRLF, a code repeated beyond MAX_CANDIDATES, a periodic code in
+  a huge text.
 - The encoder's check reuses a decompressor per thread and dictionary: still byte-exact.
 - The commit asks the database nothing it already has in memory (no connection to encode a
   prompt whose programs `select` loaded), and still finds references it does not have.
 """
 from __future__ import annotations
 
+import functools
 import random
 import threading
 
@@ -29,46 +32,103 @@ HOSTILE = ("header \x00\x01\x01" + "\udcff\ud800"
            + "\r\n".join(f"line {i} é ✓ 𝔼 \x00" for i in range(30)) + "\n")
 
 
-def plain_segments(text: str, codes: list[str]) -> list[blobs.Segment]:
-    """The search without shortcuts: whole codes, then every line start of every gap looked up in
-    every code's full index."""
+# -- the oracle ---------------------------------------------------------------------------------
+#
+# What segments() must return, checked by brute force rather than computed by a second copy of
+# its search: no index, no str.find, no `_common`, none of db/blobs.py's helpers. Every position
+# of every code is tried character by character. The contract, from segments()'s docstring:
+#
+# 1. Whole codes first: each code in order (its body: without trailing newlines, when at least
+#    MIN_MATCH long), every occurrence left to right after its own previous one, kept unless it
+#    overlaps a kept earlier one. Each becomes (k, 0, len(body)).
+# 2. Between them (a "gap"), left to right: at each line start of the text (or the gap's start)
+#    at least MIN_MATCH characters before the gap's end, the longest common prefix (within the
+#    gap) of the text there and a code at one of the code's first MAX_CANDIDATES line starts
+#    that begin with the same ANCHOR characters; the first code, then the first spot, on a tie.
+#    Taken as a reference if at least MIN_MATCH long; the search goes on where it ends.
+# 3. Everything else is literal, merged: no empty literal, never two in a row.
+#
+# Checking an output against 2 takes no search of the oracle's own: every reference must be the
+# best match at its position, and no probe inside a literal may have one of MIN_MATCH or more.
+# That pins the output down to one list, the greedy one, so a fast path that finds a shorter
+# match, misses a spot, skips a probe or breaks a tie the other way fails here.
+
+@functools.lru_cache(maxsize=64)
+def _line_starts(code: str) -> tuple[int, ...]:
+    return tuple(i for i in range(len(code)) if i == 0 or code[i - 1] == "\n")
+
+
+def _prefix(text: str, i: int, code: str, j: int, limit: int) -> int:
+    n = 0
+    while n < limit and j + n < len(code) and text[i + n] == code[j + n]:
+        n += 1
+    return n
+
+
+def whole_spans(text: str, codes: list[str]) -> list[tuple[int, int, int]]:
+    """(start, end, code number) of the whole codes segments() must refer to, sorted."""
     spans: list[tuple[int, int, int]] = []
     for k, code in enumerate(codes):
         body = code.rstrip("\n")
         if len(body) < blobs.MIN_MATCH:
             continue
-        pos = text.find(body)
-        while pos >= 0:
-            end = pos + len(body)
-            if all(end <= s0 or pos >= e0 for s0, e0, _ in spans):
-                spans.append((pos, end, k))
-            pos = text.find(body, end)
-    spans.sort()
-    indexes = [blobs._build_index(c) for c in codes]
-    out: list[blobs.Segment] = []
-    last = 0
-    for lo, hi, k in spans + [(len(text), len(text), None)]:
-        lit = pos = last
-        while pos < lo:
-            best = (0, 0, 0)
-            if pos == last or text[pos - 1] == "\n":
-                for j, idx in enumerate(indexes):
-                    for spot in idx.get(text[pos:pos + blobs.ANCHOR], ()):
-                        n = blobs._common(text, pos, codes[j], spot, lo - pos)
-                        if n > best[0]:
-                            best = (n, j, spot)
-            if best[0] >= blobs.MIN_MATCH:
-                out += [text[lit:pos]] if lit < pos else []
-                out.append((best[1], best[2], best[0]))
-                pos = lit = pos + best[0]
+        i = 0
+        while i + len(body) <= len(text):
+            if not text.startswith(body, i):
+                i += 1
                 continue
-            nl = text.find("\n", pos, lo)
-            pos = lo if nl < 0 else nl + 1
-        out += [text[lit:lo]] if lit < lo else []
-        if k is not None:
-            out.append((k, 0, hi - lo))
-        last = hi
-    return out
+            if not any(i < e and s < i + len(body) for s, e, _ in spans):
+                spans.append((i, i + len(body), k))
+            i += len(body)
+    return sorted(spans)
+
+
+def best_match(text: str, pos: int, hi: int, codes: list[str]) -> tuple[int, int, int]:
+    """(length, code number, spot) of the longest match at `pos`, by trying every line start
+    of every code (the first MAX_CANDIDATES with the text's ANCHOR characters count)."""
+    key = text[pos:pos + blobs.ANCHOR]
+    best = (0, 0, 0)
+    for k, code in enumerate(codes):
+        spots = [j for j in _line_starts(code) if code[j:j + blobs.ANCHOR] == key]
+        for j in spots[:blobs.MAX_CANDIDATES]:
+            n = _prefix(text, pos, code, j, hi - pos)
+            if n > best[0]:
+                best = (n, k, j)
+    return best
+
+
+def check_segments(text: str, codes: list[str], segs: list[blobs.Segment]) -> None:
+    """Fail unless `segs` is what segments(text, codes) must return (see above)."""
+    assert reconstruct(segs, codes) == text
+    spans = whole_spans(text, codes)
+    gaps = zip([0] + [e for _, e, _ in spans], [s for s, _, _ in spans] + [len(text)])
+    rest = iter(segs)
+    for (lo, hi), span in zip(gaps, spans + [None]):
+        def probe(p: int) -> bool:
+            return p <= hi - blobs.MIN_MATCH and (p == lo or text[p - 1] == "\n")
+        at, literal_before = lo, False
+        while at < hi:
+            seg = next(rest, None)
+            assert seg is not None, f"nothing covers {at}..{hi}"
+            if isinstance(seg, str):
+                assert seg and not literal_before, "an empty literal, or two in a row"
+                end = at + len(seg)
+                assert end <= hi and text[at:end] == seg, f"literal at {at} crosses a whole code"
+                for p in range(at, end):
+                    if probe(p):
+                        n, k, j = best_match(text, p, hi, codes)
+                        assert n < blobs.MIN_MATCH, f"missed {n} chars of code {k}@{j} at {p}"
+                literal_before = True
+            else:
+                k, j, n = seg
+                assert probe(at), f"a reference at {at}, not a probed line start"
+                assert (n, k, j) == best_match(text, at, hi, codes), f"not the best match at {at}"
+                assert n >= blobs.MIN_MATCH
+                end, literal_before = at + n, False
+            at = end
+        if span is not None:
+            assert next(rest, None) == (span[2], 0, span[1] - span[0]), f"whole code at {span[0]}"
+    assert next(rest, None) is None, "segments past the end of the text"
 
 
 def reconstruct(segs: list[blobs.Segment], codes: list[str]) -> str:
@@ -110,7 +170,7 @@ def _texts(rng: random.Random, codes: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("paths", ["cached indexes", "no index", "fresh indexes"])
-def test_segments_choose_what_the_plain_search_chooses(seed, paths, monkeypatch):
+def test_segments_choose_what_the_brute_force_oracle_requires(seed, paths, monkeypatch):
     rng = random.Random(seed)
     codes = [CODE_A, REPEATED, HOSTILE * 3, CODE_A[300:1700], REPEATED + CODE_A]
     blobs._indexes.clear()
@@ -119,11 +179,44 @@ def test_segments_choose_what_the_plain_search_chooses(seed, paths, monkeypatch)
             blobs._index(c)
     monkeypatch.setattr(blobs, "INDEX_AT", 10**9 if paths == "no index" else 0)
     for text in _texts(rng, codes):
-        got = blobs.segments(text, codes)
-        assert got == plain_segments(text, codes)
-        assert reconstruct(got, codes) == text
+        check_segments(text, codes, blobs.segments(text, codes))
     if paths == "no index":
         assert not blobs._indexes   # nothing was indexed: every look-up went through find
+
+
+def boundary_cases() -> list[tuple[str, list[str], list[blobs.Segment]]]:
+    """(text, codes, the segments worked out by hand) for what random texts rarely hit."""
+    line = CODE_A.index("\n") + 1                       # the code's second line start
+    exact = CODE_A[line:line + blobs.MIN_MATCH]
+    body = REPEATED.rstrip("\n")
+    periodic = "a = a + 1\n" * 10                        # its body occurs at 80, 90, ...
+    first = "Q" * 70 + "a = a"                           # a whole code over the 1st occurrence
+    return [
+        # a reference of exactly MIN_MATCH characters at the last line start a gap probes
+        ("intro\n" + exact, [CODE_A], ["intro\n", (0, line, blobs.MIN_MATCH)]),
+        ("intro\n" + exact[:-1], [CODE_A], ["intro\n" + exact[:-1]]),
+        # ... and where the gap ends at a whole code, not at the text's end
+        ("intro\n" + exact + body, [CODE_A, REPEATED],
+         ["intro\n", (0, line, blobs.MIN_MATCH), (1, 0, len(body))]),
+        ("intro\n" + exact[:-1] + body, [CODE_A, REPEATED],
+         ["intro\n" + exact[:-1], (1, 0, len(body))]),
+        # a gap's first character is probed even mid-line (right after a whole code)
+        (body + CODE_A[line:line + 100], [REPEATED, CODE_A],
+         [(0, 0, len(body)), (1, line, 100)]),
+        # whole codes: a code's search goes on after the occurrence it found, kept or not (here
+        # not: it overlaps an earlier code), so the overlapping one at 80 is matched by lines
+        ("Q" * 70 + periodic + "a = a + 1\n", [first, periodic],
+         [(0, 0, len(first)), " + 1\n", (1, 0, len(periodic))]),
+    ]
+
+
+@pytest.mark.parametrize("paths", ["no index", "fresh indexes"])
+def test_the_search_at_its_boundaries(paths, monkeypatch):
+    blobs._indexes.clear()
+    monkeypatch.setattr(blobs, "INDEX_AT", 10**9 if paths == "no index" else 0)
+    for text, codes, expected in boundary_cases():
+        check_segments(text, codes, expected)              # the oracle agrees with the hand
+        assert blobs.segments(text, codes) == expected
 
 
 def test_a_huge_periodic_text_is_linear():
@@ -158,7 +251,7 @@ def test_hostile_texts_round_trip_with_the_reused_decompressor(text, with_dict):
     raw = blobs._decompressor(dictionary).decompressobj().decompress(blobs._header(blob)[2])
     back = blobs._text(raw) if blob[0] == blobs.PLAIN else blobs._unpack(raw, codes)
     assert back == text
-    assert blobs.segments(text, [CODE_A, REPEATED]) == plain_segments(text, [CODE_A, REPEATED])
+    check_segments(text, [CODE_A, REPEATED], blobs.segments(text, [CODE_A, REPEATED]))
 
 
 def test_decompressors_are_per_thread():
