@@ -97,8 +97,10 @@ class ApiCaches:
         self._fresh: dict[tuple, _Fresh] = {}
         self._tasks: set[asyncio.Task] = set()
         self.fresh_reads = 0  # queries `fresh` sent (tests, bench)
-        self.inline_reads: bool | None = None  # set by the routes from the database's dialect
-        self.async_reader = None  # api/version_reader.py on PostgreSQL (False: not used)
+        # where version reads run (loop, inline, thread): set by the routes from the database's
+        # dialect and $EVOFORGE_VERSION_READ; the loop's reader (api/version_reader.py)
+        self.version_read_mode: str | None = None
+        self.async_reader = None
 
     # -- API keys -------------------------------------------------------------------------------
     @staticmethod

@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evoforge.db.campaign_config import CampaignSpec, Schedule
 
@@ -266,13 +266,21 @@ class TaskPublic(BaseModel):
 
 
 class EvaluationCreate(StrictBody):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    # strict: the schema says `seed` is an integer, so `true` and `"5"` are refused, not read as
+    # 1 and 5 (pydantic's lax mode would; schemathesis's negative checks send exactly those).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"task": "circle_packing", "params": {"n": 26},
          "code": "def pack_circles(n):\n    ...\n"}]})
     task: str = Field(min_length=1, max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
     code: str = Field(min_length=1, max_length=1_000_000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _integral_float(cls, value: Any) -> Any:
+        """5.0 is an integer to JSON Schema (and what some clients send for 5): keep it."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class EvaluationResultPublic(BaseModel):

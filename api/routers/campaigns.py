@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 
 from evoforge.api import events
 from evoforge.api.caches import body_key
-from evoforge.api.errors import E401
+from evoforge.api.errors import E401, E413
 from evoforge.api.fastpath import VERSION_SCOPE_KEY
 from evoforge.api.deps import Auth, CampaignId, Limit, Offset, State
 from evoforge.api.schemas import (CampaignCreate, CampaignPublic, CampaignStatus, ElitesPublic, ErrorPublic,
@@ -83,21 +83,36 @@ async def read_version(state, who, campaign_id: int) -> tuple | None:
                                     inline=_inline_reads(state))
 
 
-def _async_reader(state):
-    """PostgreSQL's version reads go on the event loop (api/version_reader.py) unless
-    $EVOFORGE_VERSION_READ says inline or thread."""
-    reader = state.caches.async_reader
-    if reader is None:
+def _version_read_mode(state) -> str:
+    """Where version reads run: "loop" (PostgreSQL through psycopg: on the event loop,
+    api/version_reader.py), "inline" (SQLite: a local file, microseconds) or "thread" (another
+    network database: a round trip must not hold the loop); $EVOFORGE_VERSION_READ = inline or
+    thread overrides it. Decided once per process."""
+    mode = state.caches.version_read_mode
+    if mode is None:
         engine = state.sessions.kw["bind"]
         mode = os.environ.get("EVOFORGE_VERSION_READ", "")
-        reader = False
-        if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg" \
-                and mode not in ("inline", "thread"):
-            from evoforge.api.version_reader import AsyncVersionReader
+        if mode not in ("inline", "thread"):
+            if engine.dialect.name == "sqlite":
+                mode = "inline"
+            elif engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+                mode = "loop"
+            else:
+                mode = "thread"
+        state.caches.version_read_mode = mode
+    return mode
 
-            reader = AsyncVersionReader(engine, {True: _VERSION_OPEN, False: _VERSION})
-        state.caches.async_reader = reader
-    return reader or None
+
+def _async_reader(state):
+    """The process's event-loop reader when versions are read on the loop, else None."""
+    if _version_read_mode(state) != "loop":
+        return None
+    if state.caches.async_reader is None:
+        from evoforge.api.version_reader import AsyncVersionReader
+
+        state.caches.async_reader = AsyncVersionReader(state.sessions.kw["bind"],
+                                                       {True: _VERSION_OPEN, False: _VERSION})
+    return state.caches.async_reader
 
 
 # `programs_svc.campaign_version` as prepared Core statements on a pooled connection (no ORM
@@ -113,18 +128,8 @@ _VERSION_OPEN = select(*_VERSION_COLUMNS).where(_C.c.id == bindparam("cid"),
 
 
 def _inline_reads(state) -> bool:
-    """Read versions on the event loop (`ApiCaches.fresh`): $EVOFORGE_VERSION_READ = inline or
-    thread; by default inline on SQLite (a local file: microseconds), in the thread pool
-    elsewhere (a network round trip must not hold the loop)."""
-    inline = state.caches.inline_reads
-    if inline is None:
-        mode = os.environ.get("EVOFORGE_VERSION_READ", "")
-        if mode in ("inline", "thread"):
-            inline = mode == "inline"
-        else:
-            inline = state.sessions.kw["bind"].dialect.name == "sqlite"
-        state.caches.inline_reads = inline
-    return inline
+    """Read versions on the event loop itself, blocking (`ApiCaches.fresh`): SQLite's default."""
+    return _version_read_mode(state) == "inline"
 
 
 async def _current_version(request: Request, state, who, campaign_id: int) -> tuple:
@@ -140,7 +145,7 @@ async def _current_version(request: Request, state, who, campaign_id: int) -> tu
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic,
-             responses={422: {"model": ErrorPublic, "description": "Invalid campaign."}, **EQUOTA})
+             responses={422: {"model": ErrorPublic, "description": "Invalid campaign."}, **EQUOTA, **E413})
 def create_campaign(body: CampaignCreate, state: State, who: Auth, response: Response):
     """Create a campaign. Without a broker it starts running in this process at once; with one
     it is queued for the Celery dispatcher."""
@@ -211,7 +216,7 @@ def get_schedule(campaign_id: CampaignId, state: State, who: Auth):
     return _read(state, who, campaign_id)["schedule"]
 
 
-@router.put("/{campaign_id}/schedule", response_model=CampaignPublic, responses={**E404, **E409})
+@router.put("/{campaign_id}/schedule", response_model=CampaignPublic, responses={**E404, **E409, **E413})
 def put_schedule(campaign_id: CampaignId, body: ScheduleUpdate, state: State, who: Auth):
     """Set the cron schedule (UTC) and the evaluations each triggered run adds. The scheduler
     process (Celery beat) reads it from the database."""

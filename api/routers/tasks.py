@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from evoforge.api.errors import E401
+from evoforge.api.errors import E401, E413
 from evoforge.api.deps import Auth, State
 from evoforge.api.schemas import ErrorPublic, EvaluationCreate, EvaluationResultPublic, TaskPublic
 from evoforge.api.services import evaluations as svc
@@ -24,7 +24,11 @@ def list_tasks(who: Auth):
 
 
 @router.post("/evaluations", response_model=EvaluationResultPublic,
-             responses={422: {"model": ErrorPublic, "description": "Unknown task or bad params."}})
+             responses={**E413, 403: {"model": ErrorPublic, "description": (
+                 "The project has used the evaluations the operator allows it.")},
+                 422: {"model": ErrorPublic, "description": (
+                     "Unknown task, bad params, or a body outside the schema (nothing is coerced: "
+                     "a `seed` of `true` or `\"5\"` is refused).")}})
 def create_evaluation(body: EvaluationCreate, state: State, who: Auth):
     """Evaluate one program in the sandbox, as `evoforge eval --json` (with the evaluation
     cache). A program that fails is a 200 with its status (`error`, `invalid`, `rejected`, ...)."""
