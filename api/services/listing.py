@@ -10,7 +10,8 @@ both directions of the score sort.
 Keyset pagination (`after`): a cursor names the last item of a page (`s:<id>:<score>`,
 `n:<id>`, `i:<iteration>`), and the next page starts right after it with range conditions on
 the index's columns, so page 20,000 costs what page 1 costs. `offset` still works: it skips
-whole segments by their cached counts, then rows, and costs as many rows as it skips.
+whole segments by their cached counts, then rows, and costs as many index entries as it
+skips (a deferred join: `_deferred`).
 """
 from __future__ import annotations
 
@@ -130,8 +131,26 @@ def fetch(s: Session, columns: tuple, where: list, sort: str, counts: tuple[int,
     rows: list[Any] = []
     for part in todo:
         q = select(*columns).where(*where, *part.where).order_by(*part.order)
-        rows += s.execute(q.limit(limit - len(rows)).offset(offset or None)).all()
+        if offset:
+            q = _deferred(columns, where, part, sort, limit - len(rows), offset)
+        else:
+            q = q.limit(limit - len(rows))
+        rows += s.execute(q).all()
         offset = 0
         if len(rows) >= limit:
             break
     return rows
+
+
+def _deferred(columns: tuple, where: list, part: Part, sort: str, limit: int, offset: int) -> Any:
+    """A page past `offset` rows as a deferred join: the rows are skipped in a subquery that
+    reads only the index's own columns (an index-only scan: no table row fetched for a skipped
+    one), then the page's rows alone are read by key. At offset 90,000 of a million-program
+    campaign on PostgreSQL: 17 ms instead of 206 (docs/benchmarks.md). The key is what the
+    sort's index holds besides the campaign: the id for the score sorts, the iteration for the
+    iteration sorts (unique per campaign); the order is the same total order either way."""
+    key = Program.iteration if sort in ("iteration", "-iteration") else Program.id
+    keys = (select(key.label("k")).where(*where, *part.where).order_by(*part.order)
+            .limit(limit).offset(offset).subquery())
+    return (select(*columns).select_from(Program).join(keys, key == keys.c.k)
+            .where(*where).order_by(*part.order))

@@ -232,11 +232,6 @@ def _full_count(campaign_id: int, match: list) -> Any:
                   select(Campaign.evaluations).where(Campaign.id == campaign_id).scalar_subquery())
 
 
-# The campaign of a program the caller may see (scoped through the campaign join).
-_CAMPAIGN_OF = Scoped(select(Program.campaign_id).join(Campaign, Campaign.id == Program.campaign_id)
-                      .where(Program.id == bindparam("program_id")))
-
-
 def unified_diff(parent_id: int | None, program_id: int, parent_code: str | None,
                  code: str | None) -> str | None:
     if parent_id is None or parent_code is None or code is None:
@@ -312,35 +307,45 @@ def lineage(s: Session, principal: Principal, program_id: int, *, depth: int) ->
     """The program and up to depth - 1 of its ancestors, nearest first, in one recursive query
     (one index lookup per ancestor in the database, not one round trip each), never following
     a link out of the program's campaign. `truncated`: there are more ancestors than shown."""
-    campaign_id = s.scalar(*_CAMPAIGN_OF(principal, program_id=program_id))
-    if campaign_id is None:
+    rows = s.execute(*_LINEAGE(principal, pid=program_id, limit=depth + 1)).all()
+    if not rows:
         raise NotFound(f"program {program_id} not found")
-    cols = ("id", "iteration", "generation", "parent_id", "kind", "status", "score", "pruned")
-    rows = s.execute(_LINEAGE, {"pid": program_id, "cid": campaign_id, "limit": depth + 1}).all()
     chain, seen = [], set()
     for row in rows:
         if row.id in seen:            # a cycle (only a hand-edited database has one)
             return {"program_id": program_id, "ancestors": chain, "truncated": True}
         seen.add(row.id)
-        chain.append(dict(zip(cols, (*row[:-1], row[-1] is not None))))
+        chain.append(dict(zip(_LINEAGE_KEYS, (*row[:7], row.pruned_at is not None))))
     truncated = len(chain) > depth
     return {"program_id": program_id, "ancestors": chain[:depth], "truncated": truncated}
 
 
-def _lineage_query():
-    """WITH RECURSIVE: the program (step 1), then each row's parent in the same campaign, until
-    `limit` rows (the depth + 1, to tell a truncated lineage from a complete one)."""
+_LINEAGE_KEYS = ("id", "iteration", "generation", "parent_id", "kind", "status", "score", "pruned")
+
+
+def _lineage_query() -> Scoped:
+    """WITH RECURSIVE: the program, if the caller may see it (step 1: scoped through its
+    campaign), then each row's parent in the same campaign, until `limit` rows (the depth + 1,
+    to tell a truncated lineage from a complete one). One statement: the scope check rides in
+    the first step."""
     P = Program.__table__
     cols = (P.c.id, P.c.iteration, P.c.generation, P.c.parent_id, P.c.kind, P.c.status, P.c.score,
-            P.c.pruned_at)
-    base = select(*cols, literal(1).label("step")).where(P.c.id == bindparam("pid"))
-    chain = base.cte("chain", recursive=True)
-    parent = P.alias("parent")
-    step = (select(*(parent.c[c.name] for c in cols), (chain.c.step + 1).label("step"))
-            .select_from(chain.join(parent, parent.c.id == chain.c.parent_id))
-            .where(parent.c.campaign_id == bindparam("cid"), chain.c.step < bindparam("limit")))
-    chain = chain.union_all(step)
-    return select(*(chain.c[c.name] for c in cols)).order_by(chain.c.step)
+            P.c.pruned_at, P.c.campaign_id)
+
+    def chain_of(base):
+        chain = base.cte("chain", recursive=True)
+        parent = P.alias("parent")
+        step = (select(*(parent.c[c.name] for c in cols), (chain.c.step + 1).label("step"))
+                .select_from(chain.join(parent, parent.c.id == chain.c.parent_id))
+                .where(parent.c.campaign_id == chain.c.campaign_id,
+                       chain.c.step < bindparam("limit")))
+        chain = chain.union_all(step)
+        return select(*(chain.c[c.name] for c in cols)).order_by(chain.c.step)
+
+    base = (select(*cols, literal(1).label("step"))
+            .join(Campaign.__table__, Campaign.__table__.c.id == P.c.campaign_id)
+            .where(P.c.id == bindparam("pid")))
+    return Scoped(base, then=chain_of)
 
 
 _LINEAGE = _lineage_query()

@@ -34,9 +34,11 @@ class Scoped:
     for the read routes' statements): the project is a bound parameter, so no statement is
     built, and no cache key computed, per request. Call it for the statement and its params."""
 
-    def __init__(self, q):
-        self.open = q.where(Campaign.project_id.is_(None))
-        self.project = q.where(Campaign.project_id == bindparam("scope_project_id"))
+    def __init__(self, q, then=lambda scoped: scoped):
+        """`then`: what to build around the scoped statement (e.g. a recursive query whose
+        first step it is)."""
+        self.open = then(q.where(Campaign.project_id.is_(None)))
+        self.project = then(q.where(Campaign.project_id == bindparam("scope_project_id")))
 
     def __call__(self, principal: Principal, **params: Any) -> tuple[Any, dict[str, Any]]:
         if principal.project_id is None:
