@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from evoforge.api.auth import Principal, principal
@@ -31,6 +32,12 @@ class AppState:
     def __post_init__(self) -> None:
         if self.reads is None:
             self.reads = self.sessions
+
+    @property
+    def read_engine(self) -> Engine:
+        """The engine of `reads`: for reads that need no ORM session (a Core connection costs
+        a fifth of a session's CPU per statement)."""
+        return self.reads.kw["bind"]
 
 
 async def app_state(request: Request) -> AppState:  # async: no thread-pool hop

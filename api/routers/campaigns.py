@@ -61,7 +61,7 @@ def _json(body: bytes) -> Response:
 async def read_version(state, who, campaign_id: int) -> tuple | None:
     """The campaign's version as the caller's project sees it (None: not found or not theirs),
     read by a query that started after this call (`ApiCaches.fresh`)."""
-    engine = state.reads.kw["bind"]
+    engine = state.read_engine
     stmt, params = ((_VERSION_OPEN, {"cid": campaign_id}) if who.project_id is None
                     else (_VERSION, {"cid": campaign_id, "pid": who.project_id}))
 
@@ -265,7 +265,7 @@ async def list_programs(campaign_id: CampaignId, request: Request, state: State,
     body = caches.body(body_key("programs", version, raw_query))
     if body is None:
         def build():
-            with state.reads() as s:
+            with state.read_engine.connect() as s:
                 try:
                     v, items, total, next_after = programs_svc.list_programs_versioned(
                         s, who, campaign_id, sort=sort, status=status, island=island,

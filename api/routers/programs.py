@@ -30,7 +30,7 @@ async def get_program(program_id: ProgramId, state: State, who: Auth):
     """Code, metrics, the evaluation (status, artifacts such as stderr), the parent and the
     unified diff against it, the prompt and the model's response, tokens and cost."""
     def read() -> Response:
-        with state.reads() as s:
+        with state.read_engine.connect() as s:
             return _json(_PROGRAM, svc.program_detail(s, who, program_id))
     return await run_read(read)
 
@@ -40,6 +40,6 @@ async def get_lineage(program_id: ProgramId, state: State, who: Auth,
                       depth: int = Query(100, ge=1, le=1000,
                                          description="Most ancestors to return.")):
     def read() -> Response:
-        with state.reads() as s:
+        with state.read_engine.connect() as s:
             return _json(_LINEAGE, svc.lineage(s, who, program_id, depth=depth))
     return await run_read(read)

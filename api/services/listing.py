@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from evoforge.db.models import Program
@@ -118,7 +119,7 @@ def parts(sort: str, cursor: Cursor) -> list[Part]:
     return [Part((P.score == s, ties), order), Part((rest,), order), unscored]
 
 
-def fetch(s: Session, columns: tuple, where: list, sort: str, counts: tuple[int, int],
+def fetch(s: Session | Connection, columns: tuple, where: list, sort: str, counts: tuple[int, int],
           limit: int, offset: int, todo: list[Part] | None) -> list[Any]:
     """Up to `limit` rows: from the parts after a cursor (`todo`), or from the sort's segments
     after skipping `offset` rows (whole segments by their counts: (scored, unscored))."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, literal, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
 from evoforge.api.auth import Principal
@@ -15,6 +16,7 @@ from evoforge.api.services import NotFound, utc
 from evoforge.api.services import listing
 from evoforge.api.services.project_campaigns import Scoped, get_campaign
 from evoforge.db import blobs
+from evoforge.db.blobs import Reader
 from evoforge.db.campaign_config import CampaignConfig
 from evoforge.db.errors import campaign_not_found
 from evoforge.db.models import Campaign, EliteCell, Evaluation, Program
@@ -36,14 +38,14 @@ def _version(c: Campaign) -> tuple:
 version_of = _version
 
 
-def campaign_version(s: Session, principal: Principal, campaign_id: int) -> tuple | None:
+def campaign_version(s: Reader, principal: Principal, campaign_id: int) -> tuple | None:
     """The version `_version` of a campaign the caller may see (None: not found or not theirs),
     read as four columns by primary key: the cheap check in front of the response caches."""
     row = _version_row(s, principal, campaign_id)
     return None if row is None else tuple(row)
 
 
-def _version_row(s: Session, principal: Principal, campaign_id: int) -> Any:
+def _version_row(s: Reader, principal: Principal, campaign_id: int) -> Any:
     """The row of `campaign_version` (attributes id, created_at, evaluations, revision)."""
     return s.execute(*_VERSION(principal, cid=campaign_id)).first()
 
@@ -102,7 +104,7 @@ def list_programs(s: Session, principal: Principal, campaign_id: int, *, sort: s
                                    island=island, limit=limit, offset=offset, after=after)[1:3]
 
 
-def list_programs_versioned(s: Session, principal: Principal, campaign_id: int, *, sort: str,
+def list_programs_versioned(s: Reader, principal: Principal, campaign_id: int, *, sort: str,
                             status: str | None, island: int | None, limit: int, offset: int,
                             after: str | None = None, version: tuple | None = None
                             ) -> tuple[tuple, list[dict[str, Any]], int, str | None]:
@@ -174,7 +176,7 @@ class _Counts:
         return self.total == self.evaluations
 
 
-def _segment_counts(s: Session, c: Version, status: str | None,
+def _segment_counts(s: Reader, c: Version, status: str | None,
                     island: int | None) -> tuple[int, int]:
     """(scored, unscored) programs of a campaign under a filter: the page total, and where the
     unscored segment starts for an offset. Never a full count on every page: kept per process,
@@ -183,7 +185,7 @@ def _segment_counts(s: Session, c: Version, status: str | None,
     read in the same statement as the check: an iteration committed out of order (concurrent
     workers) makes the sum fall short of the counter, and then, as on the first call, the whole
     campaign is counted again."""
-    key = (id(s.get_bind()), c.id, c.created_at, status, island)
+    key = (id(_pool_of(s)), c.id, c.created_at, status, island)
     with _COUNTS_LOCK:
         entry = _COUNTS.get(key)
         if entry is not None:
@@ -217,6 +219,12 @@ def _segment_counts(s: Session, c: Version, status: str | None,
         while len(_COUNTS) > CACHED_COUNTS:
             _COUNTS.popitem(last=False)
     return new.scored, new.unscored
+
+
+def _pool_of(s: Reader) -> Any:
+    """The database a reader reads (its engine's pool: one per database and process, shared by
+    the engines of `read_session_factory`)."""
+    return s.engine.pool if isinstance(s, Connection) else s.get_bind().pool
 
 
 def _full_count(campaign_id: int, match: list) -> Any:
@@ -268,7 +276,7 @@ def _detail_query():
 _DETAIL = Scoped(_detail_query())
 
 
-def program_detail(s: Session, principal: Principal, program_id: int) -> dict[str, Any]:
+def program_detail(s: Reader, principal: Principal, program_id: int) -> dict[str, Any]:
     """Everything GET /programs/{id} shows, in two reads: the row (`_detail_query`), then every
     code it needs (its own, its parent's and those its prompt and reply refer to) at once."""
     r = s.execute(*_DETAIL(principal, program_id=program_id)).first()
@@ -303,7 +311,7 @@ def program_detail(s: Session, principal: Principal, program_id: int) -> dict[st
     return servable(out)
 
 
-def lineage(s: Session, principal: Principal, program_id: int, *, depth: int) -> dict[str, Any]:
+def lineage(s: Reader, principal: Principal, program_id: int, *, depth: int) -> dict[str, Any]:
     """The program and up to depth - 1 of its ancestors, nearest first, in one recursive query
     (one index lookup per ancestor in the database, not one round trip each), never following
     a link out of the program's campaign. `truncated`: there are more ancestors than shown."""
