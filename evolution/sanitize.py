@@ -206,11 +206,19 @@ class Sanitizer:
 
 # -- output -------------------------------------------------------------------------------------
 
+_UNCHANGED = frozenset({int, bool, type(None)})   # types servable returns as they are
+
+
 def servable(value: Any) -> Any:
     """`value` with every string encodable as UTF-8 (lone surrogates escaped) and non-finite
     floats as None, so a JSON encoder cannot fail on it. Returns the very object when nothing
-    needs to change (the common case costs one walk, no copies)."""
-    if isinstance(value, str):
+    needs to change (the common case costs one walk, no copies). The exact types that are
+    returned as they are (ints, ASCII keys) are told apart by `type` before any `isinstance`:
+    a listing page is a thousand values, and this walk was a third of its CPU."""
+    t = type(value)
+    if t in _UNCHANGED:
+        return value
+    if t is str or isinstance(value, str):
         if value.isascii():
             return value
         return _SURROGATE.sub(_escape_surrogate, value)
@@ -219,7 +227,8 @@ def servable(value: Any) -> Any:
     if isinstance(value, dict):
         out = None
         for k, v in value.items():
-            k2, v2 = servable(k), servable(v)
+            k2 = k if type(k) is str and k.isascii() else servable(k)
+            v2 = v if type(v) in _UNCHANGED else servable(v)
             if out is None and (k2 is not k or v2 is not v):
                 out = {}
                 for k0, v0 in value.items():  # copy what came before unchanged
