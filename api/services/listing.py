@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from functools import lru_cache
+
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -59,16 +61,21 @@ def _scored_order(sort: str) -> tuple:
 _UNSCORED_ORDER = (Program.score.desc(), Program.id.asc())
 
 
-def segments(sort: str) -> list[Part]:
+def segments(sort: str) -> tuple[Part, ...]:
     """The sort as its segments, in order (see the module doc)."""
     if sort not in SORTS:
         raise BadCursor(f"unknown sort {sort!r}")
+    return _segments(sort)
+
+
+@lru_cache(maxsize=None)
+def _segments(sort: str) -> tuple[Part, ...]:
     if sort == "iteration":
-        return [Part((), (Program.iteration.asc(),))]
+        return (Part((), (Program.iteration.asc(),)),)
     if sort == "-iteration":
-        return [Part((), (Program.iteration.desc(),))]
-    return [Part((Program.score.is_not(None),), _scored_order(sort)),
-            Part((Program.score.is_(None),), _UNSCORED_ORDER)]
+        return (Part((), (Program.iteration.desc(),)),)
+    return (Part((Program.score.is_not(None),), _scored_order(sort)),
+            Part((Program.score.is_(None),), _UNSCORED_ORDER))
 
 
 def parse_cursor(sort: str, after: str) -> Cursor:
@@ -102,27 +109,36 @@ def cursor_of(sort: str, row: Any) -> str:
     return f"s:{row.id}:{row.score!r}"
 
 
-def parts(sort: str, cursor: Cursor) -> list[Part]:
-    """What is left of the listing after `cursor`: each part a range of one index."""
-    P = Program
-    if cursor.kind == "i":
-        after = P.iteration > cursor.key if sort == "iteration" else P.iteration < cursor.key
-        return [Part((after,), segments(sort)[0].order)]
+def parts(sort: str, cursor: Cursor) -> tuple[tuple[Part, ...], dict[str, Any]]:
+    """What is left of the listing after `cursor`: each part a range of one index; and the
+    cursor's values, the parameters of the parts' conditions."""
+    return _parts(sort, cursor.kind), {"after_key": cursor.key, "after_score": cursor.score}
+
+
+@lru_cache(maxsize=None)
+def _parts(sort: str, kind: str) -> tuple[Part, ...]:
+    P, key, s = Program, bindparam("after_key"), bindparam("after_score")
+    if kind == "i":
+        after = P.iteration > key if sort == "iteration" else P.iteration < key
+        return (Part((after,), segments(sort)[0].order),)
     unscored = segments(sort)[1]
-    if cursor.kind == "n":
-        return [Part(unscored.where + (P.id > cursor.key,), unscored.order)]
-    order, s = _scored_order(sort), cursor.score
+    if kind == "n":
+        return (Part(unscored.where + (P.id > key,), unscored.order),)
+    order = _scored_order(sort)
     if sort == "score":   # ties oldest first, then lower scores
-        ties, rest = P.id > cursor.key, P.score < s
+        ties, rest = P.id > key, P.score < s
     else:                 # ties newest first, then higher scores
-        ties, rest = P.id < cursor.key, P.score > s
-    return [Part((P.score == s, ties), order), Part((rest,), order), unscored]
+        ties, rest = P.id < key, P.score > s
+    return (Part((P.score == s, ties), order), Part((rest,), order), unscored)
 
 
-def fetch(s: Session | Connection, columns: tuple, where: list, sort: str, counts: tuple[int, int],
-          limit: int, offset: int, todo: list[Part] | None) -> list[Any]:
+def fetch(s: Session | Connection, columns: tuple, where: tuple, params: dict[str, Any],
+          sort: str, counts: tuple[int, int], limit: int, offset: int,
+          todo: tuple[Part, ...] | None) -> list[Any]:
     """Up to `limit` rows: from the parts after a cursor (`todo`), or from the sort's segments
-    after skipping `offset` rows (whole segments by their counts: (scored, unscored))."""
+    after skipping `offset` rows (whole segments by their counts: (scored, unscored)).
+    `where` and the parts hold bound parameters, `params` their values: the statements are
+    built once per shape (`_statement`), not per request."""
     if todo is None:
         todo = segments(sort)
         sizes = [sum(counts)] if len(todo) == 1 else list(counts)
@@ -131,19 +147,37 @@ def fetch(s: Session | Connection, columns: tuple, where: list, sort: str, count
             todo = todo[1:]
     rows: list[Any] = []
     for part in todo:
-        q = select(*columns).where(*where, *part.where).order_by(*part.order)
-        if offset:
-            q = _deferred(columns, where, part, sort, limit - len(rows), offset)
-        else:
-            q = q.limit(limit - len(rows))
-        rows += s.execute(q).all()
+        q = _statement(columns, where, part, sort, deferred=bool(offset))
+        rows += s.execute(q, {**params, "page_limit": limit - len(rows),
+                              "page_offset": offset}).all()
         offset = 0
         if len(rows) >= limit:
             break
     return rows
 
 
-def _deferred(columns: tuple, where: list, part: Part, sort: str, limit: int, offset: int) -> Any:
+# (columns, where, part, sort, deferred) -> statement. Keyed by the ids of the caller's
+# module-level column and condition tuples and of the cached parts, which all live as long as
+# the process: a few dozen shapes. A statement built per request cost a fifth of a page's CPU
+# (the expressions, then SQLAlchemy's cache key and result map for a new statement object).
+_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _statement(columns: tuple, where: tuple, part: Part, sort: str, deferred: bool) -> Any:
+    key = (id(columns), id(where), id(part), sort, deferred)
+    q = _STATEMENTS.get(key)
+    if q is None:
+        limit, offset = bindparam("page_limit"), bindparam("page_offset")
+        if deferred:
+            q = _deferred(columns, where, part, sort, limit, offset)
+        else:
+            q = select(*columns).where(*where, *part.where).order_by(*part.order).limit(limit)
+        _STATEMENTS[key] = q
+    return q
+
+
+def _deferred(columns: tuple, where: tuple, part: Part, sort: str, limit: Any,
+              offset: Any) -> Any:
     """A page past `offset` rows as a deferred join: the rows are skipped in a subquery that
     reads only the index's own columns (an index-only scan: no table row fetched for a skipped
     one), then the page's rows alone are read by key. At offset 90,000 of a million-program

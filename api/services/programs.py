@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections import OrderedDict
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,19 +126,15 @@ def list_programs_versioned(s: Reader, principal: Principal, campaign_id: int, *
             raise NotFound(str(campaign_not_found(campaign_id)))
     c = Version(*version)
     version = tuple(version)
-    where = [Program.campaign_id == campaign_id]
-    if status:
-        where.append(Program.status == status)
-    if island is not None:
-        # Both filters on a score sort: read the status index (empty at once for an unscored
-        # status past a scored cursor) and check the island row by row (a quarter pass): as
-        # `island + 0` no index can serve the island term, so SQLite's planner cannot pick
-        # the island index and walk all its rows for a status that has none.
-        column = Program.island + 0 if status and sort in ("score", "-score") else Program.island
-        where.append(column == island)
+    where = _filter(bool(status), island is not None, bool(status) and sort in ("score", "-score"))
+    params = {"cid": campaign_id, "status": status, "island": island}
     counts = _segment_counts(s, c, status, island)
-    parts = listing.parts(sort, cursor) if cursor is not None else None
-    rows = listing.fetch(s, _SUMMARY_COLUMNS, where, sort, counts, limit + 1, offset, parts)
+    parts = None
+    if cursor is not None:
+        parts, after_params = listing.parts(sort, cursor)
+        params.update(after_params)
+    rows = listing.fetch(s, _SUMMARY_COLUMNS, where, params, sort, counts, limit + 1, offset,
+                         parts)
     cursor = listing.cursor_of(sort, rows[limit - 1]) if len(rows) > limit else None
     # Stored values are served as they are, but never in a form a JSON encoder rejects.
     # (dict(zip()) over the row's fields: a Row's `_mapping` cost a sixth of a page's CPU.)
@@ -149,6 +146,23 @@ def list_programs_versioned(s: Reader, principal: Principal, campaign_id: int, *
         items.append(item)
     items = servable(items)
     return version, items, sum(counts), cursor
+
+
+@lru_cache(maxsize=None)
+def _filter(status: bool, island: bool, island_unindexed: bool) -> tuple:
+    """A listing's conditions, with bound parameters (cid, status, island): built once per
+    shape (api/services/listing.py `_statement`)."""
+    where = (Program.campaign_id == bindparam("cid"),)
+    if status:
+        where += (Program.status == bindparam("status"),)
+    if island:
+        # Both filters on a score sort: read the status index (empty at once for an unscored
+        # status past a scored cursor) and check the island row by row (a quarter pass): as
+        # `island + 0` no index can serve the island term, so SQLite's planner cannot pick
+        # the island index and walk all its rows for a status that has none.
+        column = Program.island + 0 if island_unindexed else Program.island
+        where += (column == bindparam("island"),)
+    return where
 
 
 _SUMMARY_COLUMNS = (Program.id, Program.campaign_id, Program.iteration, Program.parent_id,
