@@ -627,7 +627,7 @@ def _locked(s: Reader, hashes: list[str], *, for_update: bool = False) -> set[st
         q = select(CodeBlob.hash).where(CodeBlob.hash.in_(hashes[i:i + 500]))
         if _dialect(s) == "postgresql":
             q = (q.with_for_update(skip_locked=True) if for_update
-                 else q.with_for_update(key_share=True))
+                 else q.with_for_update(key_share=True, read=True))   # FOR KEY SHARE
         out.update(s.execute(q).scalars())
     return out
 

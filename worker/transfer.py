@@ -20,17 +20,33 @@ Import takes the file as untrusted input: every line is bounded, parsed by a str
 (unknown fields and record types refused, with the line number), and every value goes through
 evolution/sanitize.py's rules (the same as a commit's); a code record must hash to its hash.
 New ids are given and the lineage is mapped old -> new (parents come before children: ids grow
-in commit order, and the exporter writes in id order, which the importer checks). Code blobs are
-content-addressed and shared, so they are written first, in their own short transactions
-(unreferenced leftovers of a failed import are collected by `db.blobs.gc_code_blobs`); everything
-else (problem, campaign, programs, evaluations, elites, bandit) is written in ONE transaction:
-a failed import leaves nothing of the campaign behind. Imported evaluations never enter the
+in commit order, and the exporter writes in id order, which the importer checks). Everything
+(problem, campaign, programs, evaluations, elites, bandit) is written in ONE transaction: a
+failed import leaves nothing of the campaign behind. Imported evaluations never enter the
 evaluation cache: their scores are the file's claims, not this server's evaluations.
+
+Code blobs are content-addressed and shared by every campaign, and come first in the file. A
+failed import must not leave the ones it brought behind either: a key holder could otherwise fill
+the database with blobs nothing refers to by uploading files that fail at their last line.
+
+- SQLite: they are written in the one transaction (it holds the only write lock from its first
+  code batch on), so a failure rolls them back with the rest.
+- PostgreSQL: each batch is written in a short transaction of its own (INSERT .. ON CONFLICT DO
+  NOTHING RETURNING: this import remembers the hashes it *created*, 32 bytes each) and at once
+  held by the one transaction (FOR KEY SHARE until it ends, as db/blobs.py `hold_codes`).
+  Written in the long transaction instead, an uncommitted blob would make every commit of the
+  same text, in any campaign, wait for the whole import. On failure, once the transaction is
+  rolled back, the blobs this import created go through `gc_code_blobs(only=...)`: its
+  lock-then-look deletes only those that no committed program or kept text refers to and that
+  no open writer holds (another import or a commit that refers to one holds it, as this one
+  did), so nothing that existed before or that anyone else needs is taken. Should that clean-up
+  itself fail (the database went away), a prune's gc collects what is left.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -62,6 +78,7 @@ VERSION = 1
 MAX_LINE_BYTES = 16 << 20     # one record: a program with a 1M-char prompt and response, escaped
 BATCH = 500                   # programs per query (export) and per insert (import)
 CODE_BATCH_BYTES = 8 << 20    # code texts per put_codes transaction on import
+GC_CHUNK = 50_000             # created blobs per gc of a failed import (each reads kept texts once)
 ZSTD_LEVEL = 6
 MAX_WINDOW = 1 << 27          # a frame asking the decoder for a larger window is refused
 CAMPAIGN_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
@@ -70,6 +87,7 @@ HASH = r"^[0-9a-f]{64}$"
 
 P, E, C = Program.__table__, Evaluation.__table__, Campaign.__table__
 EC, MS, PR = EliteCell.__table__, ModelStat.__table__, Problem.__table__
+log = logging.getLogger(__name__)
 
 
 class TransferError(SpecError):
@@ -579,6 +597,7 @@ class _Importer:
         self.ids = IdMap()
         self.codes_pending: list[str] = []
         self.codes_bytes = 0
+        self.created = bytearray()   # PostgreSQL: the code blobs this import created (sha256s)
         self.programs_pending: list[tuple[int, ProgramRecord]] = []
         self.pending_ids: set[int] = set()
         self.elites_pending: list[dict[str, Any]] = []
@@ -611,9 +630,11 @@ class _Importer:
             if stage != ORDER.index("end"):
                 raise TransferError("the file ends without its end record (cut short?)", lineno + 1)
             self._commit()
+            self.created = bytearray()
             return self.summary
         finally:
             self._close()
+            self._collect()
 
     def _on_header(self, lineno: int, rec: HeaderRecord) -> None:
         if rec.format != FORMAT:
@@ -715,23 +736,57 @@ class _Importer:
             self._flush_codes()
 
     def _flush_codes(self) -> None:
-        """Code blobs are content-addressed and shared: written in their own short
-        transactions, so that a long import never holds their rows locked."""
-        if self.codes_pending:
-            with self.sessions.begin() as s:
-                blobs.put_codes(s, self.codes_pending)
-            self.codes_pending, self.codes_bytes = [], 0
+        """A batch of code blobs, so that a failed import leaves none it created (module doc):
+        SQLite, in the one transaction; PostgreSQL, committed in a short transaction of its own
+        (remembering the hashes it created), then held by the one transaction."""
+        if not self.codes_pending:
+            return
+        codes, self.codes_pending, self.codes_bytes = self.codes_pending, [], 0
+        self._open()
+        if self.conn.dialect.name != "postgresql":
+            blobs.put_codes(self.conn, codes)
+            return
+        rows = [blobs.code_row(c) for c in codes]   # compressed outside any transaction
+        with self.engine.begin() as short:
+            created = _insert_new(short, rows)
+        self.created += b"".join(bytes.fromhex(h) for h in sorted(created))
+        # held FOR KEY SHARE until the import's transaction ends; one that a concurrent gc
+        # took between the two transactions is put back, in this one
+        blobs.hold_codes(self.conn, {r["hash"]: c for r, c in zip(rows, codes)})
+
+    def _collect(self) -> None:
+        """After a failure (the transaction rolled back): the code blobs this import created
+        that nothing refers to are deleted by the gc's lock-then-look (db/blobs.py), a chunk at
+        a time. Never raises: the import's own error is the one to report."""
+        created, self.created = self.created, bytearray()
+        step = 32 * GC_CHUNK
+        for i in range(0, len(created), step):
+            chunk = [created[j:j + 32].hex() for j in range(i, min(len(created), i + step), 32)]
+            try:
+                with self.engine.begin() as conn, Session(bind=conn) as s:
+                    blobs.gc_code_blobs(s, only=chunk)
+            except Exception:
+                log.warning("a failed import's %d code blob(s) were not collected (a prune's gc "
+                            "will)", (len(created) - i) // 32, exc_info=True)
+                return
 
     # -- the one transaction --------------------------------------------------------------------
+    def _open(self) -> None:
+        """The one transaction; on SQLite it takes the write lock at BEGIN (IMMEDIATE): it reads
+        before it writes when the file has no code, and a deferred transaction would then fail
+        at once on a concurrent commit instead of waiting on busy_timeout."""
+        if self.conn is None:
+            self.conn = self.engine.connect().execution_options(sqlite_begin_immediate=True)
+            self.conn.begin()
+            self.session = Session(bind=self.conn)
+
     def _begin(self) -> None:
-        if self.conn is not None:
+        if self.summary.campaign_id:
             return
         self._flush_codes()
         if self.campaign["params"].get("problem") and self.problem is None:
             raise TransferError("the campaign runs a stored problem that the file does not hold")
-        self.conn = self.engine.connect()
-        self.conn.begin()
-        self.session = Session(bind=self.conn)
+        self._open()
         problem_id = self._insert_problem() if self.problem is not None else None
         row = dict(self.campaign, problem_id=problem_id)
         self.summary.campaign_id = self.conn.execute(
@@ -930,7 +985,7 @@ class _Importer:
         if self.conn.dialect.name == "postgresql":  # held until the commit (db/blobs.py)
             self.conn.execute(select(CODE_BLOB.c.hash).where(CODE_BLOB.c.hash.in_(
                 select(P.c.code_hash).where(P.c.campaign_id == cid, P.c.pruned_at.is_(None))))
-                .with_for_update(key_share=True)).all()
+                .with_for_update(key_share=True, read=True)).all()   # FOR KEY SHARE
         missing = self.conn.scalar(
             select(func.count(func.distinct(P.c.code_hash)))
             .where(P.c.campaign_id == cid, P.c.code_hash.is_not(None), P.c.pruned_at.is_(None),
@@ -956,6 +1011,18 @@ class _Importer:
 
 
 CODE_BLOB = CodeBlob.__table__
+
+
+def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[str]:
+    """INSERT .. ON CONFLICT DO NOTHING RETURNING hash (PostgreSQL): the hashes of the rows this
+    statement created, not of those that were there (or that a concurrent writer's won)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    out: list[str] = []
+    for i in range(0, len(rows), 500):
+        out += conn.execute(pg_insert(CODE_BLOB).values(rows[i:i + 500]).on_conflict_do_nothing()
+                            .returning(CODE_BLOB.c.hash)).scalars()
+    return out
 
 
 def _short(exc: BaseException) -> str:
