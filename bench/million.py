@@ -615,6 +615,16 @@ def measure_api(url: str, key: str, targets: dict[str, Target], a, tmp: Path) ->
             asyncio.run(warm_counts(port, key, t, connections=4 * a.serve_workers))
             print(f"    {label:>6} first listing of every filter (the counts): "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
+            if a.serve_workers > 1:
+                # The kernel hands each new connection to whichever process accepts first: a
+                # few connections can all land on one. Again, on many more, until a pass finds
+                # every process's counts made (no pass slower than the first one's tenth).
+                first = time.perf_counter() - t0
+                for _ in range(5):
+                    t1 = time.perf_counter()
+                    asyncio.run(warm_counts(port, key, t, connections=16 * a.serve_workers))
+                    if time.perf_counter() - t1 < max(0.5, first / 10):
+                        break
             for ep, (fixed, drawn) in endpoints(t).items():
                 if a.endpoints and ep not in a.endpoints.split(","):
                     continue
