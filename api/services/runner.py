@@ -214,7 +214,8 @@ class BrokerRunner:
         from evoforge.worker import dispatch  # imported on first use: the broker's client libraries
 
         try:
-            dispatch.enqueue_campaign(campaign_id)
+            # this server's database (`serve --db`), not $EVOFORGE_DATABASE_URL's
+            dispatch.enqueue_campaign(campaign_id, self.sessions)
         except Exception:  # the campaign is stored; the dispatcher picks it up later
             log.exception("enqueue_campaign(%s) failed", campaign_id)
 
