@@ -32,7 +32,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
                open_mode: bool | None = None, bind_host: str | None = None,
                execute: bool = True, poll_s: float = 0.5, heartbeat_s: float = 15.0,
                allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None,
-               max_body_bytes: int | None = None) -> FastAPI:
+               max_body_bytes: int | None = None, server: bool = False) -> FastAPI:
     """Build the app.
 
     db_url: SQLAlchemy URL (default: $EVOFORGE_DATABASE_URL, else the SQLite file).
@@ -47,6 +47,8 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
     max_body_bytes: request body limit (None reads $EVOFORGE_MAX_BODY_BYTES, default 4 MiB),
         of every route but the problem upload's (8 MiB: evaluators/openevolve/package.py).
         See api/guards.py.
+    server: the app is the process's own (`evoforge serve`): once it has started, the objects
+        the start-up made go to the GC's permanent generation (`_settle_gc`).
     """
     from evoforge.db.engine import default_url, read_session_factory, session_factory, upgrade
 
@@ -71,10 +73,15 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
 
         await anyio.to_thread.run_sync(upgrade, db_url)
         await anyio.to_thread.run_sync(runner.startup)
+        if server:
+            _settle_gc()
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(runner.shutdown)
+            from evoforge.api.events import close_slots  # this process's stream slots in Redis
+
+            await anyio.to_thread.run_sync(close_slots, app)
             if state.caches.async_reader:
                 await state.caches.async_reader.close()
 
@@ -148,4 +155,16 @@ def create_app_from_env() -> FastAPI:
                            "`evoforge worker`): without one, campaigns run inside the API process, "
                            "so use a single `evoforge serve`")
     return create_app(os.environ.get(SERVE_ENV["db_url"]) or None,
-                      bind_host=os.environ.get(SERVE_ENV["bind_host"]) or None)
+                      bind_host=os.environ.get(SERVE_ENV["bind_host"]) or None, server=True)
+
+
+def _settle_gc() -> None:
+    """gc.freeze(): the ~300k objects the start-up made (modules, SQLAlchemy's and pydantic's
+    schemas, FastAPI's routes) live as long as the process, and every full collection would
+    walk them again, a pause of tens of milliseconds in whichever requests are in flight: the
+    tail under load (docs/benchmarks.md). Frozen, they are never walked; they are still freed
+    by reference counting. A collection first, so no garbage is frozen with them."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -61,7 +61,8 @@ def serve(host, port, db, broker_url, log_level, allowed_hosts, allowed_origins,
         app = create_app(db, broker_url=broker_url, bind_host=host,
                          allowed_hosts=list(allowed_hosts) or None,
                          allowed_origins=list(allowed_origins) or None,
-                         max_body_bytes=None if max_body_mb is None else int(max_body_mb * guards.MiB))
+                         max_body_bytes=None if max_body_mb is None else int(max_body_mb * guards.MiB),
+                         server=True)
     except ValueError as exc:   # a bad origin or $EVOFORGE_MAX_BODY_BYTES
         raise click.ClickException(str(exc)) from None
     if host.strip() in guards.WILDCARD_BINDS and not (allowed_hosts or guards.env_list(guards.ALLOWED_HOSTS_ENV)):
