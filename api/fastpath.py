@@ -27,6 +27,7 @@ import re
 
 from evoforge.api.auth import Principal, bearer_token
 from evoforge.api.caches import MISS, body_key
+from evoforge.api.schemas import MAX_ID
 
 # Where the fast path leaves (project_id, campaign_id, version) for the route: a version read
 # after this request arrived, so the route need not read it again.
@@ -41,8 +42,8 @@ class CachedReads:
     def _candidate(self, scope) -> tuple[int, int, str] | None:
         """(project id, campaign id, endpoint) of a GET this path may answer, or None."""
         m = _PATH.fullmatch(scope["path"])
-        if m is None or scope.get("root_path"):
-            return None
+        if m is None or scope.get("root_path") or int(m.group(1)) > MAX_ID:
+            return None   # (an id past the columns' range: the route's validation answers 422)
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         token = bearer_token(header.decode("latin-1")) if header is not None else None
         if token is None:

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evoforge.db.campaign_config import CampaignSpec, Schedule
 
-MAX_ID = 2**63 - 1          # SQLite INTEGER / PostgreSQL BIGINT
+# The id columns are INTEGER on both databases: PostgreSQL's holds 2**31 - 1 at most, and a
+# larger value in a query is an error there ("integer out of range"), so the API refuses it.
+MAX_ID = 2**31 - 1
 CampaignStatus = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
 T = TypeVar("T")
 MAX_DEPTH = 32

@@ -676,35 +676,50 @@ def measure_dashboard(url: str, key: str, targets: dict[str, Target], tmp: Path)
 # -- plans ----------------------------------------------------------------------------------
 def explain(url: str, t: Target) -> list[tuple[str, str, list[str]]]:
     """The plans of the hot queries, on the big campaign: [(title, SQL, plan lines)]."""
+    from evoforge.api.auth import Principal
     from evoforge.api.services import listing
-    from evoforge.api.services.programs import _LINEAGE, _SUMMARY_COLUMNS
+    from evoforge.api.services.programs import _LINEAGE, _SUMMARY_COLUMNS, _filter
     from evoforge.db.store_sql import ELITES, RECENT_FAILURES, REFS
 
     engine = get_engine(url)
     pg = engine.dialect.name == "postgresql"
     pid, island, status, score, it = next(x for x in t.samples if x[3] is not None)
     unscored = next((x for x in t.samples if x[3] is None), (pid,))[0]
-    where = [Program.campaign_id == t.cid]
+    with engine.connect() as conn:
+        project_id = conn.execute(select(Campaign.project_id).where(Campaign.id == t.cid)).scalar()
 
-    def page(sort, extra=(), cursor=None, offset=0, part=0):
-        todo = listing.parts(sort, cursor) if cursor else listing.segments(sort)
-        return (select(*_SUMMARY_COLUMNS).where(*where, *extra, *todo[part].where)
-                .order_by(*todo[part].order).limit(51).offset(offset or None))
+    def page(sort, status=None, island=None, cursor=None, offset=0, part=0):
+        """The statement the API runs for this page (api/services/listing.py `_statement`),
+        with its parameters bound."""
+        where = _filter(bool(status), island is not None,
+                        bool(status) and sort in ("score", "-score"))
+        params = {"cid": t.cid, "status": status, "island": island, "page_limit": 51,
+                  "page_offset": offset}
+        todo = listing.segments(sort)
+        if cursor is not None:
+            todo, after = listing.parts(sort, cursor)
+            params.update(after)
+        q = listing._statement(_SUMMARY_COLUMNS, where, todo[part], sort, deferred=bool(offset))
+        return q.params(**{k: v for k, v in params.items() if v is not None})
 
+    lineage, lineage_params = _LINEAGE(Principal(project_id), pid=t.chain[-1], limit=101)
     queries = {
         "first page, sort=score": page("score"),
         "keyset page deep in the list, sort=score: the scores below the cursor's":
             page("score", cursor=listing.Cursor("s", pid, score), part=1),
         "keyset page, sort=-score&island=N: the cursor's ties":
-            page("-score", (Program.island == island,), cursor=listing.Cursor("s", pid, score)),
+            page("-score", island=island, cursor=listing.Cursor("s", pid, score)),
         "keyset page, sort=score&status=invalid, in the unscored segment":
-            page("score", (Program.status == "invalid",), cursor=listing.Cursor("n", unscored)),
+            page("score", status="invalid", cursor=listing.Cursor("n", unscored)),
         "keyset page, sort=-iteration": page("-iteration", cursor=listing.Cursor("i", it)),
-        f"offset {t.n // 2:,}, sort=iteration (offset costs the rows it skips)":
-            page("iteration", offset=t.n // 2),
+        "offset 90,000, sort=score: a deferred join (the skip reads the index alone)":
+            page("score", offset=90_000),
+        f"offset {min(t.n // 2, 100_000):,}, sort=iteration: a deferred join":
+            page("iteration", offset=min(t.n // 2, 100_000)),
         "page total (once per campaign version and filter)":
-            select(func.count(Program.score), func.count()).where(*where),
-        "lineage (recursive, depth 100)": _LINEAGE.params(pid=t.chain[-1], cid=t.cid, limit=101),
+            select(func.count(Program.score), func.count()).where(Program.campaign_id == t.cid),
+        "lineage (recursive, depth 100, the scope in its first step)":
+            lineage.params(**lineage_params),
         "elites of the campaign (selection)": ELITES.params(cid=t.cid),
         "ProgramRefs by id (selection)": REFS.params(ids=[t.chain[-1], pid]),
         "recent failures of a parent (selection)": RECENT_FAILURES.params(pid=t.first_id).limit(3),

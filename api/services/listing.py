@@ -22,7 +22,7 @@ from typing import Any
 
 from functools import lru_cache
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from evoforge.db.models import Program
 SORTS = ("score", "-score", "iteration", "-iteration")
 CURSOR_PATTERN = r"^[sni]:[0-9]{1,19}(:[-+0-9.eEinf]{1,32})?$"
 _CURSOR = re.compile(CURSOR_PATTERN)
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1   # ids and iterations are INTEGER columns (api/schemas.py MAX_ID)
 
 
 class BadCursor(ValueError):
@@ -167,7 +167,8 @@ def _statement(columns: tuple, where: tuple, part: Part, sort: str, deferred: bo
     key = (id(columns), id(where), id(part), sort, deferred)
     q = _STATEMENTS.get(key)
     if q is None:
-        limit, offset = bindparam("page_limit"), bindparam("page_offset")
+        limit = bindparam("page_limit", type_=Integer)
+        offset = bindparam("page_offset", type_=Integer)
         if deferred:
             q = _deferred(columns, where, part, sort, limit, offset)
         else:

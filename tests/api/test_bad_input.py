@@ -83,12 +83,23 @@ def test_path_ids_out_of_range(srv, path):
     assert "campaign_id" in r.text or "program_id" in r.text
 
 
-@pytest.mark.parametrize("path", [f"/campaigns/{2**63 - 1}", "/campaigns/424242/elites",
+@pytest.mark.parametrize("path", [f"/campaigns/{2**31 - 1}", "/campaigns/424242/elites",
                                   "/campaigns/5/programs", "/programs/77", "/programs/77/lineage"])
 def test_missing_ids_are_404(srv, path):
     with srv.client() as c:
         r = c.get(path)
     assert r.status_code == 404 and "not found" in detail(r)
+
+
+@pytest.mark.parametrize("path", [f"/campaigns/{2**31}", f"/campaigns/{2**63 - 1}/programs",
+                                  f"/campaigns/{2**31}/elites", f"/programs/{2**31}",
+                                  f"/programs/{2**31}/lineage"])
+def test_ids_past_the_columns_range_are_422(srv, path):
+    """The id columns are INTEGER (PostgreSQL: 2**31 - 1 at most): a larger id is refused by
+    validation, never sent to the database (where it was a 500)."""
+    with srv.client() as c:
+        r = c.get(path)
+    assert r.status_code == 422, r.text
 
 
 @pytest.mark.parametrize("params", [
