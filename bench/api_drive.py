@@ -48,19 +48,31 @@ async def drive(port: int, key: str, make, seconds: float, clients: int) -> list
     return lat
 
 
+def measure(port: int, key: str, make, seconds: float, clients: int,
+            pids: list[int]) -> dict[str, float]:
+    """Drive for `seconds`: requests, requests/s, p50 and p99 (ms), and the server processes'
+    CPU per request (ms; None without `pids`)."""
+    c0, t0 = cpu_s(pids), time.perf_counter()
+    lat = sorted(asyncio.run(drive(port, key, make, seconds, clients)))
+    wall, c1 = time.perf_counter() - t0, cpu_s(pids)
+    return {"n": len(lat), "rps": len(lat) / wall, "p50": lat[len(lat) // 2] * 1e3,
+            "p99": lat[int(len(lat) * .99)] * 1e3,
+            "cpu": (c1 - c0) / len(lat) * 1e3 if pids else None}
+
+
+def line(endpoint: str, label: str, r: dict[str, float]) -> str:
+    cpu = f"  server cpu/req={r['cpu']:.2f} ms" if r["cpu"] is not None else ""
+    return (f"{endpoint:16} {label:6} n={r['n']} rps={r['rps']:.0f} "
+            f"p50={r['p50']:.1f} p99={r['p99']:.1f} ms{cpu}")
+
+
 def main() -> None:
     port, endpoint, label, seconds = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
     clients = int(sys.argv[5]) if len(sys.argv) > 5 else 50
     pids = [int(p) for p in sys.argv[6].split(",") if p] if len(sys.argv) > 6 else []
     state = json.loads(Path(os.environ.get("MILLION_STATE", "/work/pg1m/state.json")).read_text())
-    target = M.Target(*state["targets"][label])
-    make = M.endpoints(target)[endpoint][1]
-    c0, t0 = cpu_s(pids), time.perf_counter()
-    lat = sorted(asyncio.run(drive(port, state["key"], make, seconds, clients)))
-    wall, c1 = time.perf_counter() - t0, cpu_s(pids)
-    cpu = f"  server cpu/req={(c1 - c0) / len(lat) * 1e3:.2f} ms" if pids else ""
-    print(f"{endpoint:16} {label:6} n={len(lat)} rps={len(lat) / wall:.0f} "
-          f"p50={lat[len(lat) // 2] * 1e3:.1f} p99={lat[int(len(lat) * .99)] * 1e3:.1f} ms{cpu}")
+    make = M.endpoints(M.Target(*state["targets"][label]))[endpoint][1]
+    print(line(endpoint, label, measure(port, state["key"], make, seconds, clients, pids)))
 
 
 if __name__ == "__main__":

@@ -87,17 +87,18 @@ def populate(url: str, programs: int) -> tuple[int, str]:
 
 
 def serve(url: str, port: int, log_path: Path, *, workers: int = 1,
-          broker_url: str | None = None) -> subprocess.Popen:
+          broker_url: str | None = None, package: Path | None = None) -> subprocess.Popen:
     """A real `evoforge serve` subprocess; `workers` > 1 (`serve --workers N`) needs a broker,
-    which nothing is sent to here: the API only reads."""
-    env = dict(os.environ, EVOFORGE_DATABASE_URL=url, PYTHONPATH=str(ROOT))
+    which nothing is sent to here: the API only reads. `package`: serve that folder's
+    `evoforge` (a snapshot of another commit: bench/soak.py `snapshot`) instead of the checkout's."""
+    env = dict(os.environ, EVOFORGE_DATABASE_URL=url, PYTHONPATH=str(package or ROOT))
     env.pop("EVOFORGE_BROKER_URL", None)
     if broker_url:
         env["EVOFORGE_BROKER_URL"] = broker_url
     proc = subprocess.Popen([sys.executable, "-m", "evoforge.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning",
                              "--workers", str(workers)],
-                            env=env, cwd=str(ROOT), stdout=open(log_path, "ab"),
+                            env=env, cwd=str(package or ROOT), stdout=open(log_path, "ab"),
                             stderr=subprocess.STDOUT)
     import httpx
 
