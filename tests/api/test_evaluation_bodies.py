@@ -15,6 +15,8 @@ import socket
 
 import pytest
 
+from tests.security.test_http_edge import _read_all
+
 MiB = 1024 * 1024
 OK = {"task": "circle_packing", "code": "def pack_circles(n):\n    return []\n"}
 LIMIT_MESSAGE = "request body too large: the limit is 4 MiB"
@@ -59,12 +61,7 @@ def _post_raw(port: int, path: str, body: bytes, *, chunked: bool) -> tuple[int,
     except (BrokenPipeError, ConnectionResetError):
         pass
     sock.setblocking(True)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
+    data = _read_all(sock)
     sock.close()
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line, "no answer from the server"
