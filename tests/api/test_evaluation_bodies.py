@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from tests.security.test_http_edge import _read_all
+from tests.security.test_http_edge import answer
 
 MiB = 1024 * 1024
 OK = {"task": "circle_packing", "code": "def pack_circles(n):\n    return []\n"}
@@ -60,16 +60,7 @@ def _post_raw(port: int, path: str, body: bytes, *, chunked: bool) -> tuple[int,
                 pass
     except (BrokenPipeError, ConnectionResetError):
         pass
-    sock.setblocking(True)
-    data = _read_all(sock)
-    sock.close()
-    status_line, _, rest = data.partition(b"\r\n")
-    assert status_line, "no answer from the server"
-    headers, _, payload = rest.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in headers.lower():
-        size, _, tail = payload.partition(b"\r\n")
-        payload = tail[:int(size, 16)]
-    return int(status_line.split()[1]), json.loads(payload)
+    return answer(sock)
 
 
 # -- the contract -----------------------------------------------------------------------------

@@ -228,16 +228,23 @@ def _post_stream(port: int, path: str, total: int, *, chunked: bool, key: str | 
                 sock.sendall(b"0\r\n\r\n")
     except (BrokenPipeError, ConnectionResetError):
         pass
+    status, body = answer(sock)
+    return status, body, sent
+
+
+def answer(sock: socket.socket) -> tuple[int, object]:
+    """The server's answer on `sock`, read until it closes: (status, JSON body; one chunk when
+    chunked). Closes the socket."""
     sock.setblocking(True)
     data = _read_all(sock)
     sock.close()
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line, "no answer from the server"
-    body = rest.partition(b"\r\n\r\n")[2]
-    if b"transfer-encoding: chunked" in rest.lower().partition(b"\r\n\r\n")[0]:
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in headers.lower():
         size, _, tail = body.partition(b"\r\n")
         body = tail[:int(size, 16)]
-    return int(status_line.split()[1]), json.loads(body), sent
+    return int(status_line.split()[1]), json.loads(body)
 
 
 @pytest.mark.slow
