@@ -332,12 +332,13 @@ def lineage(s: Reader, principal: Principal, program_id: int, *, depth: int) -> 
     rows = s.execute(*_LINEAGE(principal, pid=program_id, limit=depth + 1)).all()
     if not rows:
         raise NotFound(f"program {program_id} not found")
-    chain, seen = [], set()
-    for row in rows:
-        if row.id in seen:            # a cycle (only a hand-edited database has one)
-            return {"program_id": program_id, "ancestors": chain, "truncated": True}
-        seen.add(row.id)
-        chain.append(dict(zip(_LINEAGE_KEYS, (*row[:7], row.pruned_at is not None))))
+    chain = [dict(zip(_LINEAGE_KEYS, row)) for row in rows]
+    if len({a["id"] for a in chain}) < len(chain):   # a cycle (only a hand-edited database
+        seen: set[int] = set()                       # has one): up to its first repeat
+        for i, a in enumerate(chain):
+            if a["id"] in seen:
+                return {"program_id": program_id, "ancestors": chain[:i], "truncated": True}
+            seen.add(a["id"])
     truncated = len(chain) > depth
     return {"program_id": program_id, "ancestors": chain[:depth], "truncated": truncated}
 
@@ -362,7 +363,10 @@ def _lineage_query() -> Scoped:
                 .where(parent.c.campaign_id == chain.c.campaign_id,
                        chain.c.step < bindparam("limit")))
         chain = chain.union_all(step)
-        return select(*(chain.c[c.name] for c in cols)).order_by(chain.c.step)
+        # the answer's columns in _LINEAGE_KEYS's order, the pruned flag computed here
+        return (select(*(chain.c[c.name] for c in cols[:7]),
+                       chain.c.pruned_at.is_not(None).label("pruned"))
+                .order_by(chain.c.step))
 
     base = (select(*cols, literal(1).label("step"))
             .join(Campaign.__table__, Campaign.__table__.c.id == P.c.campaign_id)
