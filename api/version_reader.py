@@ -16,16 +16,20 @@ that read, and the next read opens a new connection.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from evoforge.api.auth import Principal
 
 APPLICATION_NAME = "evoforge-version-reader"   # its connection in pg_stat_activity
 
 
 class AsyncVersionReader:
-    def __init__(self, engine, statements: dict[bool, Any]):
-        """`statements`: {open_mode: SQLAlchemy select}, with bind parameters `cid` (and `pid`)."""
+    def __init__(self, engine, statement):
+        """`statement`: the version read as a `project_campaigns.Scoped` select with the bind
+        parameter `cid` (api/services/programs.py `VERSION`)."""
         self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.sql = {k: str(stmt.compile(dialect=engine.dialect)) for k, stmt in statements.items()}
+        self.statement = statement
+        self.sql = {id(q): str(q.compile(dialect=engine.dialect))
+                    for q in (statement.open, statement.project)}
         self._conn = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -36,14 +40,13 @@ class AsyncVersionReader:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:      # a connection belongs to the loop that opened it
             self._loop, self._conn, self._lock = loop, None, asyncio.Lock()
-        params = {"cid": campaign_id} if project_id is None else {"cid": campaign_id,
-                                                                  "pid": project_id}
+        stmt, params = self.statement(Principal(project_id), cid=campaign_id)
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True, application_name=APPLICATION_NAME)
             try:
-                cur = await self._conn.execute(self.sql[project_id is None], params, prepare=True)
+                cur = await self._conn.execute(self.sql[id(stmt)], params, prepare=True)
                 row = await cur.fetchone()
             except BaseException:
                 conn, self._conn = self._conn, None

@@ -48,11 +48,13 @@ def campaign_version(s: Reader, principal: Principal, campaign_id: int) -> tuple
 
 def _version_row(s: Reader, principal: Principal, campaign_id: int) -> Any:
     """The row of `campaign_version` (attributes id, created_at, evaluations, revision)."""
-    return s.execute(*_VERSION(principal, cid=campaign_id)).first()
+    return s.execute(*VERSION(principal, cid=campaign_id)).first()
 
 
-_VERSION = Scoped(select(Campaign.id, Campaign.created_at, Campaign.evaluations, Campaign.revision)
-                  .where(Campaign.id == bindparam("cid")))
+# The read in front of the response caches, for every request of /elites and /programs (also
+# on the event loop: api/version_reader.py): four columns by primary key, built once.
+VERSION = Scoped(select(Campaign.id, Campaign.created_at, Campaign.evaluations, Campaign.revision)
+                 .where(Campaign.id == bindparam("cid")))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from sqlalchemy import text, update
 
 from evoforge.api.auth import Principal
 from evoforge.api.caches import body_key
-from evoforge.api.routers.campaigns import _VERSION, _VERSION_OPEN
-from evoforge.api.services.programs import campaign_version
+from evoforge.api.services.programs import VERSION, campaign_version
 from evoforge.api.version_reader import APPLICATION_NAME, AsyncVersionReader
 from evoforge.db import apikeys
 from evoforge.db.campaign_config import CampaignSpec
@@ -49,7 +48,7 @@ def _kill_reader_connections(url: str) -> int:
 def test_the_loop_read_equals_the_pooled_read_and_reconnects(pg_url):
     cid, project_id, _ = _campaign(pg_url, "alpha")
     other, other_project, _ = _campaign(pg_url, "beta")
-    reader = AsyncVersionReader(get_engine(pg_url), {True: _VERSION_OPEN, False: _VERSION})
+    reader = AsyncVersionReader(get_engine(pg_url), VERSION)
     sessions = session_factory(pg_url)
 
     async def scenario():
