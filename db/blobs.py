@@ -426,13 +426,20 @@ def payload(blob: bytes, dictionary: Dictionary | None = None) -> bytes:
 
 # -- code -------------------------------------------------------------------------------------
 
-def _insert_ignore(s: Reader, table: Any, rows: list[dict[str, Any]]) -> None:
+def _insert_ignore(s: Reader, table: Any, rows: list[dict[str, Any]],
+                   returning: Any = None) -> list[Any]:
+    """INSERT .. ON CONFLICT DO NOTHING; with `returning`, that column of the rows this
+    statement created (not of those that were there, or that a concurrent writer's won)."""
     name = s.dialect.name if isinstance(s, Connection) else s.get_bind().dialect.name
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    s.execute(insert(table).on_conflict_do_nothing(), rows)
+    stmt = insert(table).on_conflict_do_nothing()
+    if returning is None:
+        s.execute(stmt, rows)
+        return []
+    return list(s.execute(stmt.returning(returning), rows).scalars())
 
 
 def put_codes(s: Reader, codes: Iterable[str], *, dictionary: Dictionary | None = None
@@ -456,6 +463,16 @@ def insert_code_rows(s: Reader, rows: list[dict[str, Any]]) -> None:
     before it writes cannot wait for another writer (SQLITE_BUSY at once), so this writes first."""
     for i in range(0, len(rows), 500):
         _insert_ignore(s, CodeBlob.__table__, rows[i:i + 500])
+
+
+def insert_new_code_rows(s: Reader, rows: list[dict[str, Any]]) -> list[str]:
+    """`insert_code_rows`, returning the hashes of the rows this call created (a failed import
+    collects those: worker/transfer.py)."""
+    created: list[str] = []
+    for i in range(0, len(rows), 500):
+        created += _insert_ignore(s, CodeBlob.__table__, rows[i:i + 500],
+                                  returning=CodeBlob.__table__.c.hash)
+    return created
 
 
 def put_code(s: Reader, code: str) -> str:

@@ -748,7 +748,7 @@ class _Importer:
             return
         rows = [blobs.code_row(c) for c in codes]   # compressed outside any transaction
         with self.engine.begin() as short:
-            created = _insert_new(short, rows)
+            created = blobs.insert_new_code_rows(short, rows)
         self.created += b"".join(bytes.fromhex(h) for h in sorted(created))
         # held FOR KEY SHARE until the import's transaction ends; one that a concurrent gc
         # took between the two transactions is put back, in this one
@@ -1011,18 +1011,6 @@ class _Importer:
 
 
 CODE_BLOB = CodeBlob.__table__
-
-
-def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[str]:
-    """INSERT .. ON CONFLICT DO NOTHING RETURNING hash (PostgreSQL): the hashes of the rows this
-    statement created, not of those that were there (or that a concurrent writer's won)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    out: list[str] = []
-    for i in range(0, len(rows), 500):
-        out += conn.execute(pg_insert(CODE_BLOB).values(rows[i:i + 500]).on_conflict_do_nothing()
-                            .returning(CODE_BLOB.c.hash)).scalars()
-    return out
 
 
 def _short(exc: BaseException) -> str:
