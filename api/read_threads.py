@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import anyio
 
+from evoforge.db.engine import retry_dropped
+
 READ_THREADS_ENV = "EVOFORGE_READ_THREADS"
 DEFAULT_READ_THREADS = 4
 _limiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]" = \
@@ -43,5 +45,6 @@ def _limiter() -> anyio.CapacityLimiter:
 
 
 async def run_read(fn: Callable[..., Any], *args: Any) -> Any:
-    """Blocking `fn(*args)` on one of the read threads."""
-    return await anyio.to_thread.run_sync(fn, *args, limiter=_limiter())
+    """Blocking `fn(*args)` on one of the read threads; a read whose database connection had
+    died runs once more on a new one (db/engine.py `retry_dropped`): reads write nothing."""
+    return await anyio.to_thread.run_sync(retry_dropped, fn, *args, limiter=_limiter())

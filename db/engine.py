@@ -97,20 +97,78 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
+# The read pool's connections: reads run on a few threads at a time (api/read_threads.py), so
+# a few connections serve them; more are opened only while more reads overlap.
+READ_POOL, READ_OVERFLOW = 8, 12
+# A read connection is pinged on checkout only after this long unused (`_ping_when_idle`).
+READ_PING_IDLE_S = 1.0
+
+
+@lru_cache(maxsize=16)
+def read_engine(url: str | None = None) -> Engine:
+    """The engine of the API's reads (program, lineage, listing and elites reads: they write
+    nothing). On SQLite, the plain engine: a transaction gives a read's statements one snapshot
+    (WAL) and costs no round trip.
+
+    On PostgreSQL, a pool of its own whose connections run in autocommit: no BEGIN before the
+    first statement and no ROLLBACK when the connection goes back to the pool, two round trips
+    of three for a one-query read. Nothing else changes: at READ COMMITTED, PostgreSQL's default
+    and the only level EvoForge uses, each statement takes its own snapshot inside a transaction
+    too. Its own pool, so no writer can ever get a connection a read left in autocommit, and no
+    connection changes modes on every checkout. Its connections are pinged only when they come
+    back from a second or more of idleness (`_ping_when_idle`), not on every checkout as the
+    writers' are (pool_pre_ping): that round trip was a tenth of a hot read's CPU under load.
+    A read whose connection died anyway (the server restarted within that second) is retried
+    once on a new one (`retry_dropped`)."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        return engine
+    engine = create_engine(normalize_url(url or default_url()), isolation_level="AUTOCOMMIT",
+                           pool_size=READ_POOL, max_overflow=READ_OVERFLOW)
+    _ping_when_idle(engine, READ_PING_IDLE_S)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection on checkout only if it sat unused for `idle_s` or more; one that
+    fails is discarded and the pool hands out another (SQLAlchemy's DisconnectionError
+    protocol). A connection in steady use answered a moment ago."""
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_conn, record) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_conn, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("used_at", 0.0) < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
+
+
+def retry_dropped(fn, *args):
+    """`fn(*args)`, once more if its connection turned out to be dead (SQLAlchemy invalidated
+    it, and the pool with it): for reads, which are safe to repeat."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return fn(*args)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return fn(*args)
+
+
 @lru_cache(maxsize=16)
 def read_session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """Sessions for reads that write nothing (the API's program, lineage, listing and elites
-    reads). On PostgreSQL their connections, from the same pool, run in autocommit: no BEGIN
-    before the first statement and no ROLLBACK when the connection goes back to the pool, two
-    round trips of three for a one-query read (0.8 ms of wall time and a third of the CPU per
-    checkout here). Nothing else changes: at READ COMMITTED, PostgreSQL's default and the only
-    level EvoForge uses, each statement takes its own snapshot inside a transaction too. On
-    SQLite a transaction gives a read's statements one snapshot (WAL) and costs no round trip:
-    the plain sessions."""
-    engine = get_engine(url)
-    if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions on `read_engine`: the plain sessions on SQLite."""
+    return sessionmaker(read_engine(url), expire_on_commit=False)
 
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
