@@ -94,7 +94,7 @@ def create_app(db_url: str | None = None, *, broker_url: str | None = None,
               endpoints.router, transfer.router):
         app.include_router(r, prefix=API_PREFIX, dependencies=[Depends(reject_unknown_query)])
     _add_error_handlers(app)
-    fastpath.install(app, state)  # cache hits of /elites and /programs (inside the metrics)
+    fastpath.install(app, state)  # the hot reads' plain forms (inside the metrics)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     # Added last, so it runs first: refused requests are never authenticated, routed or read.
     app.add_middleware(guards.EdgeGuard, bind_host=bind_host, **guards.edge_settings(

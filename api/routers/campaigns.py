@@ -227,38 +227,53 @@ async def get_elites(campaign_id: CampaignId, request: Request, state: State, wh
     return _json(body)
 
 
+SORTS = ("score", "-score", "iteration", "-iteration")
+MAX_ISLAND, MAX_CURSOR = 63, 64
+
+
 @router.get("/{campaign_id}/programs", response_model=ProgramPage, responses=E404)
 async def list_programs(campaign_id: CampaignId, request: Request, state: State, who: Auth,
                   limit: Limit = 50,
                   offset: Offset = 0,
-                  sort: Literal["score", "-score", "iteration", "-iteration"] = Query(
+                  sort: Literal[SORTS] = Query(  # type: ignore[valid-type]
                       "score", description="score: best first; iteration: oldest first; '-' reverses."),
                   status: Literal[EVAL_STATUSES] | None = None,  # type: ignore[valid-type]
-                  island: int | None = Query(None, ge=0, le=63),
+                  island: int | None = Query(None, ge=0, le=MAX_ISLAND),
                   after: str | None = Query(
-                      None, max_length=64, pattern=listing.CURSOR_PATTERN,
+                      None, max_length=MAX_CURSOR, pattern=listing.CURSOR_PATTERN,
                       description="The `next_after` of the previous page: keyset pagination, "
                                   "as fast deep in the list as on its first page (`offset` "
                                   "costs the rows it skips). Not with `offset`.")):
     """A page of the campaign's programs, sorted and filtered; `next_after` continues it."""
-    caches, raw_query = state.caches, request.scope.get("query_string", b"")
     version = await _current_version(request, state, who, campaign_id)
+    try:
+        body = await programs_page(state, who, campaign_id, version,
+                                   request.scope.get("query_string", b""),
+                                   dict(sort=sort, status=status, island=island, limit=limit,
+                                        offset=offset, after=after))
+    except listing.BadCursor as exc:
+        raise HTTPException(422, str(exc)) from None  # `status` is a filter here
+    return _json(body)
+
+
+async def programs_page(state, who, campaign_id: int, version: tuple, raw_query: bytes,
+                        query: dict) -> bytes:
+    """A listing page's JSON at `version` (read for this request): the cached bytes of this very
+    query string, else read (once for concurrent callers) and cached. `query`: the validated
+    parameters (the route's, or the ones api/fastpath.py parsed from their plain form)."""
+    caches = state.caches
     body = caches.body(body_key("programs", version, raw_query))
     if body is None:
         def build():
             with state.read_engine.connect() as s:
-                try:
-                    v, items, total, next_after = programs_svc.list_programs_versioned(
-                        s, who, campaign_id, sort=sort, status=status, island=island,
-                        limit=limit, offset=offset, after=after, version=version)
-                except listing.BadCursor as exc:
-                    raise HTTPException(422, str(exc)) from None  # `status` is a filter here
-            page = {"items": items, "total": total, "limit": limit, "offset": offset,
-                    "next_after": next_after}
+                v, items, total, next_after = programs_svc.list_programs_versioned(
+                    s, who, campaign_id, version=version, **query)
+            page = {"items": items, "total": total, "limit": query["limit"],
+                    "offset": query["offset"], "next_after": next_after}
             return v, _PAGE_JSON.dump_json(_PAGE_JSON.validate_python(page))
         version, body = await caches.single_flight(body_key("programs", version, raw_query), build)
         caches.remember_body(body_key("programs", version, raw_query), body)
-    return _json(body)
+    return body
 
 
 @router.get("/{campaign_id}/events", responses={**E404, 200: {

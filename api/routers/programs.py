@@ -20,26 +20,36 @@ _PROGRAM = TypeAdapter(ProgramPublic)
 _LINEAGE = TypeAdapter(LineagePublic)
 
 
-def _json(adapter: TypeAdapter, value: dict) -> Response:
-    return Response(adapter.dump_json(adapter.validate_python(value)),
-                    media_type="application/json")
+def _json(adapter: TypeAdapter, value: dict) -> bytes:
+    return adapter.dump_json(adapter.validate_python(value))
+
+
+# The reads themselves (blocking: on a read thread), shared with api/fastpath.py, which answers
+# the plain forms of these requests without the framework.
+def program_json(state, who, program_id: int) -> bytes:
+    with state.read_engine.connect() as s:
+        return _json(_PROGRAM, svc.program_detail(s, who, program_id))
+
+
+def lineage_json(state, who, program_id: int, depth: int) -> bytes:
+    with state.read_engine.connect() as s:
+        return _json(_LINEAGE, svc.lineage(s, who, program_id, depth=depth))
 
 
 @router.get("/{program_id}", response_model=ProgramPublic, responses=E404)
 async def get_program(program_id: ProgramId, state: State, who: Auth):
     """Code, metrics, the evaluation (status, artifacts such as stderr), the parent and the
     unified diff against it, the prompt and the model's response, tokens and cost."""
-    def read() -> Response:
-        with state.read_engine.connect() as s:
-            return _json(_PROGRAM, svc.program_detail(s, who, program_id))
-    return await run_read(read)
+    return Response(await run_read(program_json, state, who, program_id),
+                    media_type="application/json")
+
+
+MAX_LINEAGE = 1000
 
 
 @router.get("/{program_id}/lineage", response_model=LineagePublic, responses=E404)
 async def get_lineage(program_id: ProgramId, state: State, who: Auth,
-                      depth: int = Query(100, ge=1, le=1000,
+                      depth: int = Query(100, ge=1, le=MAX_LINEAGE,
                                          description="Most ancestors to return.")):
-    def read() -> Response:
-        with state.read_engine.connect() as s:
-            return _json(_LINEAGE, svc.lineage(s, who, program_id, depth=depth))
-    return await run_read(read)
+    return Response(await run_read(lineage_json, state, who, program_id, depth),
+                    media_type="application/json")
