@@ -172,6 +172,16 @@ Index("ix_program_campaign_island_score", Program.campaign_id, Program.island, P
       Program.id)
 Index("ix_program_campaign_status_score", Program.campaign_id, Program.status, Program.score.desc(),
       Program.id)
+# Both filters on the score sort, and each filter on the iteration sort (which the unique
+# (campaign_id, iteration) serves unfiltered): migration 0009.
+Index("ix_program_campaign_island_status_score", Program.campaign_id, Program.island,
+      Program.status, Program.score.desc(), Program.id)
+Index("ix_program_campaign_status_iteration", Program.campaign_id, Program.status,
+      Program.iteration)
+Index("ix_program_campaign_island_iteration", Program.campaign_id, Program.island,
+      Program.iteration)
+Index("ix_program_campaign_island_status_iteration", Program.campaign_id, Program.island,
+      Program.status, Program.iteration)
 Index("ix_program_parent_id", Program.parent_id, Program.id)
 
 
