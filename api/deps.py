@@ -49,9 +49,12 @@ Auth = Annotated[Principal, Depends(principal)]
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="Campaign id.")]
 ProgramId = Annotated[int, Path(ge=1, le=MAX_ID, description="Program id.")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1..500).")]
-# An offset costs the rows it skips (545 ms at 500,000 on PostgreSQL): bounded, so one request
-# cannot hold a read thread for seconds; deeper, `after` (keyset) costs the same at any depth.
-MAX_OFFSET = 100_000
+# An offset costs the rows it skips, read from an index alone: ~2 ms at 10,000 on PostgreSQL,
+# ~17 ms at 90,000. Bounded (10,000, Elasticsearch's default result window too), so that under
+# load deep offsets cannot hold the read threads and the database's cores (at 100,000 the p99
+# of 50 clients was 190 ms, at 10,000 96 ms: docs/benchmarks.md); deeper, `after` (keyset)
+# costs the same at any depth.
+MAX_OFFSET = 10_000
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=(
     f"Items to skip (0..{MAX_OFFSET:,}); deeper, page with `after` where the list has it."))]
 

@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import zstandard as zstd  # noqa: E402
 from sqlalchemy import func, select, update  # noqa: E402
 
+from evoforge.api.deps import MAX_OFFSET  # noqa: E402
 from evoforge.db import blobs  # noqa: E402
 from evoforge.db.apikeys import create_key  # noqa: E402
 from evoforge.db.campaign_config import CampaignSpec  # noqa: E402
@@ -474,8 +475,8 @@ def offset_path(t: Target, rng: random.Random) -> str:
     sort = rng.choice(SORTS)
     q, status, island = _filters(rng)
     share = (0.5 if island is not None else 1.0) * (0.3 if status else 1.0)
-    # anywhere in the list, up to the deepest offset the API serves (api/deps.py MAX_OFFSET)
-    offset = rng.randrange(max(1, min(100_000, int(t.n * share * 0.9))))
+    # anywhere in the list, up to the deepest offset the API serves
+    offset = rng.randrange(max(1, min(MAX_OFFSET, int(t.n * share * 0.9))))
     return f"/api/v1/campaigns/{t.cid}/programs?sort={sort}{q}&limit=50&offset={offset}"
 
 
@@ -691,8 +692,7 @@ def explain(url: str, t: Target) -> list[tuple[str, str, list[str]]]:
     def page(sort, status=None, island=None, cursor=None, offset=0, part=0):
         """The statement the API runs for this page (api/services/listing.py `_statement`),
         with its parameters bound."""
-        where = _filter(bool(status), island is not None,
-                        bool(status) and sort in ("score", "-score"))
+        where = _filter(bool(status), island is not None)
         params = {"cid": t.cid, "status": status, "island": island, "page_limit": 51,
                   "page_offset": offset}
         todo = listing.segments(sort)
@@ -712,10 +712,14 @@ def explain(url: str, t: Target) -> list[tuple[str, str, list[str]]]:
         "keyset page, sort=score&status=invalid, in the unscored segment":
             page("score", status="invalid", cursor=listing.Cursor("n", unscored)),
         "keyset page, sort=-iteration": page("-iteration", cursor=listing.Cursor("i", it)),
-        "offset 90,000, sort=score: a deferred join (the skip reads the index alone)":
-            page("score", offset=90_000),
-        f"offset {min(t.n // 2, 100_000):,}, sort=iteration: a deferred join":
-            page("iteration", offset=min(t.n // 2, 100_000)),
+        f"offset {MAX_OFFSET:,} (the deepest), sort=score: a deferred join (the skip reads the "
+        "index alone)": page("score", offset=MAX_OFFSET),
+        f"offset {MAX_OFFSET:,}, sort=-score&status=ok&island=N: both filters in one index":
+            page("-score", status="ok", island=island, offset=MAX_OFFSET),
+        f"offset {MAX_OFFSET:,}, sort=iteration&status=invalid: a deferred join":
+            page("iteration", status="invalid", offset=MAX_OFFSET),
+        "keyset page, sort=-iteration&status=ok&island=N":
+            page("-iteration", status="ok", island=island, cursor=listing.Cursor("i", it)),
         "page total (once per campaign version and filter)":
             select(func.count(Program.score), func.count()).where(Program.campaign_id == t.cid),
         "lineage (recursive, depth 100, the scope in its first step)":

@@ -24,7 +24,7 @@ DEFAULT = {"sort": "score", "status": None, "island": None, "limit": 50, "offset
     (b"sort=-iteration&limit=5&island=1&status=ok", {"sort": "-iteration", "limit": 5,
                                                      "island": 1, "status": "ok"}),
     (b"offset=0&limit=500", {"limit": 500}),
-    (b"offset=100000", {"offset": 100000}),
+    (b"offset=10000", {"offset": 10000}),
     (b"after=s:12:0.5", {"after": "s:12:0.5"}),
     (b"after=s%3A12%3A-1e%2B20", {"after": "s:12:-1e+20"}),   # '+' only encoded
     (b"sort=%73core", {}),
@@ -36,7 +36,7 @@ def test_plain_forms_are_read(raw, expected):
 @pytest.mark.parametrize("raw", [
     b"limit=5&limit=6", b"limt=5", b"%6Cimit=5", b"limit", b"limit=", b"limit=0", b"limit=501",
     b"limit=05", b"limit=+5", b"limit=%2B5", b"limit=5%20", b"limit=1e2", b"limit=-1",
-    b"offset=100001", b"island=64", b"island=-0", b"sort=best", b"sort=Score", b"status=",
+    b"offset=10001", b"island=64", b"island=-0", b"sort=best", b"sort=Score", b"status=",
     b"status=OK", b"after=s:12:1e+20", b"after=s:1:0.5%0A", b"after=x:1", b"after=" + b"9" * 65,
     b"limit=5&", b"&limit=5", b"status=%C3%28", b"status=\xff", b"after=s:1:0.5%00",
 ])
@@ -45,7 +45,7 @@ def test_anything_else_is_the_routes(raw):
 
 
 # Each parameter's edges and near-misses, and values any parameter may get.
-EDGES = {"limit": ["1", "500", "501", "0", "05"], "offset": ["0", "100000", "100001", "01"],
+EDGES = {"limit": ["1", "500", "501", "0", "05"], "offset": ["0", "10000", "10001", "01"],
          "island": ["0", "63", "64", "-0", "1"], "depth": ["1", "1000", "1001", "0", "010"],
          "sort": ["score", "-score", "iteration", "-iteration", "Score", "best"],
          "status": ["ok", "error", "invalid", "OK", ""],
