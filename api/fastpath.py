@@ -18,7 +18,7 @@ reads, the same encoders, the same bytes), in two cases:
   parameter, a value out of range) is the route's, which validates it and answers, 422 included.
 
 A fast answer is only ever a 200: whatever a read raises (no such program, not the caller's, a
-bad cursor, a database error) hands the request to the route, which reads again and answers
+bad cursor, a database error, the version read's included) hands the request to the route, which reads again and answers
 (404, 422, 500) as it always does. So:
 
 - auth is the route's: a key is served here only while the route's `principal` dependency has it
@@ -26,7 +26,8 @@ bad cursor, a database error) hands the request to the route, which reads again 
   scoped to its project as the route's are;
 - the bytes and headers are the ones the route sends (content-length, content-type);
 - the route object is put in the scope so that the latency metrics keep their route label: an
-  endpoint is answered here only once its route has answered once (and been seen).
+  endpoint is answered here only once its route has answered once (and been seen, by its
+  endpoint function).
 
 tests/api/test_fast_reads.py drives random query strings through a server with and without
 this middleware and compares the answers byte for byte.
@@ -45,10 +46,6 @@ from evoforge.api.schemas import MAX_ID
 VERSION_SCOPE_KEY = "evoforge.campaign_version"
 _CAMPAIGN = re.compile(r"/api/v1/campaigns/([1-9][0-9]{0,9})/(elites|programs)")
 _PROGRAM = re.compile(r"/api/v1/programs/([1-9][0-9]{0,9})(/lineage)?")
-_ROUTE_SUFFIXES = {"elites": "/campaigns/{campaign_id}/elites",
-                   "programs": "/campaigns/{campaign_id}/programs",
-                   "program": "/programs/{program_id}",
-                   "lineage": "/programs/{program_id}/lineage"}
 _NATURAL = re.compile(r"0|[1-9][0-9]{0,5}")
 
 
@@ -110,8 +107,9 @@ def page_query(raw: bytes) -> dict | None:
 
 
 class FastReads:
-    def __init__(self, app, state):
+    def __init__(self, app, state, endpoints: dict):
         self.app, self.state = app, state
+        self.endpoints = endpoints             # the routes' endpoint functions -> endpoint
         self.routes: dict[str, object] = {}   # endpoint -> the route object, once seen
 
     def _project(self, scope) -> int | None:
@@ -143,7 +141,10 @@ class FastReads:
                 return None
             from evoforge.api.routers.campaigns import programs_page, read_version
 
-            version = await read_version(self.state, who, campaign_id)
+            try:
+                version = await read_version(self.state, who, campaign_id)
+            except Exception:
+                return None
             scope[VERSION_SCOPE_KEY] = (project_id, campaign_id, version)
             if version is None:
                 return None   # the route answers 404
@@ -190,18 +191,22 @@ class FastReads:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-        if len(self.routes) < len(_ROUTE_SUFFIXES):
+        if len(self.routes) < len(self.endpoints):
             self._see(scope.get("route"))
 
     def _see(self, route) -> None:
         """Remember the route object the router matched, for the metrics label of the requests
-        answered here (a cache hit always follows the miss that filled the cache)."""
-        path = getattr(route, "path", "")
-        for kind, suffix in _ROUTE_SUFFIXES.items():
-            if kind not in self.routes and path.endswith(suffix):
-                self.routes[kind] = route
+        answered here, by its endpoint function (not its path: the dashboard has routes whose
+        paths end alike)."""
+        kind = self.endpoints.get(getattr(route, "endpoint", None))
+        if kind is not None:
+            self.routes.setdefault(kind, route)
 
 
 def install(app, state) -> None:
     """Add the fast path inside the latency middleware (call before adding that one)."""
-    app.add_middleware(FastReads, state=state)
+    from evoforge.api.routers import campaigns, programs
+
+    app.add_middleware(FastReads, state=state, endpoints={
+        campaigns.get_elites: "elites", campaigns.list_programs: "programs",
+        programs.get_program: "program", programs.get_lineage: "lineage"})

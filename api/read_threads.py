@@ -46,5 +46,6 @@ def _limiter() -> anyio.CapacityLimiter:
 
 async def run_read(fn: Callable[..., Any], *args: Any) -> Any:
     """Blocking `fn(*args)` on one of the read threads; a read whose database connection had
-    died runs once more on a new one (db/engine.py `retry_dropped`): reads write nothing."""
+    died runs once more on a new one (db/engine.py `retry_dropped`). Only for reads: `fn` may
+    run twice, so it must write nothing."""
     return await anyio.to_thread.run_sync(retry_dropped, fn, *args, limiter=_limiter())

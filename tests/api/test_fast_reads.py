@@ -143,3 +143,23 @@ def test_the_fast_path_answers_as_the_routes_do(finished_campaign, monkeypatch):
         for label in ("/api/v1/programs/{program_id}", "/api/v1/programs/{program_id}/lineage",
                       "/api/v1/campaigns/{campaign_id}/programs"):
             assert f'route="{label}",status="200"' in metrics
+
+
+def test_fast_answers_keep_the_api_routes_metrics_label(finished_campaign):
+    """The fast path labels its answers with the route it stands in for, learnt by the route's
+    endpoint function: a dashboard route whose path ends alike (/dashboard-api/programs/{id}),
+    matched first, is not taken for the API's."""
+    import httpx
+
+    f = finished_campaign(6)
+    auth = {"Authorization": f"Bearer {f.alpha}"}
+    with httpx.Client(base_url=f.server.url, timeout=60) as c:
+        pid = c.get(f"/api/v1/campaigns/{f.cid}/programs?limit=1", headers=auth).json()["items"][0]["id"]
+        assert c.get(f"/dashboard-api/programs/{pid}").status_code == 401   # routed, refused
+        for _ in range(3):
+            assert c.get(f"/api/v1/programs/{pid}", headers=auth).status_code == 200
+        lines = [line for line in c.get("/api/v1/metrics", headers=auth).text.splitlines()
+                 if line.startswith("evoforge_http_request_duration_seconds_count")]
+    ok = [line for line in lines if 'route="/api/v1/programs/{program_id}",status="200"' in line]
+    assert ok and ok[0].endswith(" 3.0"), lines
+    assert not any("dashboard-api" in line and 'status="200"' in line for line in lines), lines
