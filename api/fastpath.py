@@ -162,13 +162,14 @@ class FastReads:
         if program_id > MAX_ID or kind not in self.routes:
             return None
         from evoforge.api.read_threads import run_read
-        from evoforge.api.routers.programs import MAX_LINEAGE, lineage_json, program_json
+        from evoforge.api.routers.programs import (DEFAULT_LINEAGE, MAX_LINEAGE, lineage_json,
+                                                   program_json)
 
         try:
             if kind == "program":
                 return (await run_read(program_json, self.state, who, program_id), kind) \
                     if not raw else None
-            depth = 100
+            depth = DEFAULT_LINEAGE
             if raw:
                 name, eq, text = raw.partition(b"=")
                 depth = _natural(text.decode("latin-1"), MAX_LINEAGE) \

@@ -44,12 +44,12 @@ async def get_program(program_id: ProgramId, state: State, who: Auth):
                     media_type="application/json")
 
 
-MAX_LINEAGE = 1000
+DEFAULT_LINEAGE, MAX_LINEAGE = 100, 1000
 
 
 @router.get("/{program_id}/lineage", response_model=LineagePublic, responses=E404)
 async def get_lineage(program_id: ProgramId, state: State, who: Auth,
-                      depth: int = Query(100, ge=1, le=MAX_LINEAGE,
+                      depth: int = Query(DEFAULT_LINEAGE, ge=1, le=MAX_LINEAGE,
                                          description="Most ancestors to return.")):
     return Response(await run_read(lineage_json, state, who, program_id, depth),
                     media_type="application/json")
