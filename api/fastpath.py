@@ -18,8 +18,8 @@ reads, the same encoders, the same bytes), in two cases:
   parameter, a value out of range) is the route's, which validates it and answers, 422 included.
 
 A fast answer is only ever a 200: whatever a read raises (no such program, not the caller's, a
-bad cursor, a database error, the version read's included) hands the request to the route, which reads again and answers
-(404, 422, 500) as it always does. So:
+bad cursor, a database error, the version read's included) hands the request to the route,
+which reads again and answers (404, 422, 500) as it always does. So:
 
 - auth is the route's: a key is served here only while the route's `principal` dependency has it
   cached as valid (same TTL, same header parsing: `api.auth.bearer_token`), and the reads are
@@ -59,7 +59,7 @@ def page_query(raw: bytes) -> dict | None:
     space or leading zero; a sort or status from their lists; a cursor of the cursor pattern,
     no `+`, which the route reads as a space). Never accepts what the route refuses: it is the
     same checks, stricter."""
-    from evoforge.api.deps import MAX_OFFSET
+    from evoforge.api.deps import MAX_LIMIT, MAX_OFFSET
     from evoforge.api.routers.campaigns import MAX_CURSOR, MAX_ISLAND, SORTS
     from evoforge.api.services.listing import _CURSOR
     from evoforge.evolution.types import EVAL_STATUSES
@@ -84,7 +84,7 @@ def page_query(raw: bytes) -> dict | None:
             except UnicodeDecodeError:
                 return None
         if name == "limit":
-            v = _natural(text, 500)
+            v = _natural(text, MAX_LIMIT)
             ok = v is not None and v >= 1
         elif name == "offset":
             v = _natural(text, MAX_OFFSET)
