@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from evoforge.evolution import pyast
 from evoforge.evolution.hashing import normalize_code
 from evoforge.evolution.program import Region, evolvable_regions, is_python, syntax_check
 from evoforge.evolution.step import Selection
@@ -161,7 +162,7 @@ class LocalASTMutator:
         if not is_python(self.language):
             return _TextCtx(code, rng)
         try:
-            tree = ast.parse(code)
+            tree = pyast.parse(code)
         except (SyntaxError, ValueError, RecursionError) as exc:
             return Mutation(code=None, kind="error", error=f"parent does not parse: {exc}")
         return _Ctx(code, tree, _Source(code), evolvable_regions(code), selection, rng)
@@ -359,7 +360,7 @@ class LocalASTMutator:
         sites = []
         for donor in donors:
             try:
-                dtree = ast.parse(donor.code)
+                dtree = pyast.parse(donor.code)
             except (SyntaxError, ValueError, RecursionError):
                 continue
             dregions = evolvable_regions(donor.code)

@@ -33,6 +33,8 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
+from evoforge.evolution import pyast
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -103,7 +105,7 @@ def normalize_code(code: str) -> str:
     Results are cached (parsing and unparsing dominate the cost).
     """
     try:
-        tree = ast.parse(code)
+        tree = pyast.parse(code)
         tree = _drop_docstrings(tree)
         return ast.unparse(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -29,6 +29,7 @@ from evoforge.evaluators.openevolve.files import ship_files
 from evoforge.evaluators.openevolve.redact import drop_secrets
 from evoforge.evaluators.openevolve.task import DEFAULT_MEMORY_MB, DIVERSITY
 from evoforge.evaluators.textfile import read_text_file
+from evoforge.evolution import pyast
 
 OE_CONVERGENCE = 0.001   # OpenEvolve's default convergence_threshold
 # llm.<key> -> (mutator field, type, lowest, highest): the LLM client's per-request settings.
@@ -115,7 +116,7 @@ def evaluator_functions(source: str) -> set[str]:
     """Top-level callables the evaluator defines (by name), without running it."""
     names: set[str] = set()
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (RecursionError, MemoryError):  # how CPython's parser refuses very deep nesting
         raise ValueError("the evaluator is nested too deeply to parse") from None
     for node in tree.body:
