@@ -9,7 +9,8 @@ Idempotent by construction: iteration numbers are reserved in the database befor
 sent, and a commit of an iteration that already committed is a no-op (unique key). Only
 transient faults (database connection, broker) are retried, with exponential backoff and
 jitter; a campaign deleted meanwhile (`CampaignNotFound`) drops the iteration; anything else
-fails the campaign with the error, as the embedded executor does.
+runs the half once more (`iteration.once_more`), and if that fails too, fails the campaign with
+the error, as the embedded executor does.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def _guard(campaign_id: int, it: int, fn, *args: Any) -> Any:
     sessions = dispatch.default_sessions()
     try:
         with HEARTBEAT.holding(sessions, campaign_id, it):
-            return fn(sessions, campaign_id, it, *args)
+            return iteration.once_more(fn, sessions, campaign_id, it, *args,
+                                       expected=TRANSIENT + (CampaignNotFound,),
+                                       what=f"campaign {campaign_id} iteration {it}")
     except TRANSIENT:
         raise
     except CampaignNotFound:  # deleted while the message waited or ran

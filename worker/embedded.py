@@ -20,6 +20,7 @@ from evoforge.db.errors import CampaignNotFound
 from evoforge.db.models import Campaign
 from evoforge.evolution.step import Committed
 from evoforge.worker.campaign_service import describe
+from evoforge.worker.iteration import once_more
 from evoforge.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,13 @@ class EmbeddedExecutor:
             if it is None:
                 return
             try:
-                committed = rt.iterate(it)
+                committed = once_more(rt.iterate, it, expected=(CampaignNotFound,),
+                                      what=f"iteration {it}")
             except CampaignNotFound:  # deleted while running: nothing to record
                 log.info("campaign %s is gone; stopping", self.campaign_id)
                 self.stop.set()
                 return
-            except Exception as exc:  # a store/infrastructure fault: stop cleanly, keep what we have
+            except Exception as exc:  # failed twice: stop cleanly, keep what we have
                 log.exception("iteration %s failed", it)
                 with self._lock:
                     self._error = f"iteration {it}: {exc!r}\n{traceback.format_exc(limit=3)}"
@@ -138,7 +140,7 @@ class EmbeddedExecutor:
             return c is None or c.status != "running"
 
     def _run_one(self, rt: Runtime, it: int) -> None:
-        committed = rt.iterate(it)
+        committed = once_more(rt.iterate, it, expected=(CampaignNotFound,), what=f"iteration {it}")
         if self.on_commit:
             self.on_commit(it, committed)
 

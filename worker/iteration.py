@@ -7,8 +7,11 @@ commit, on `eval`/`gpu`). Both halves are evolution/step.py's, run by the campai
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +20,30 @@ from evoforge.db.errors import campaign_not_found
 from evoforge.db.models import Campaign, Program
 from evoforge.evolution.step import Committed, Proposal
 from evoforge.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+AGAIN_AFTER_S = 1.0
+
+
+def once_more(fn: Callable[..., T], *args: Any, expected: tuple[type[BaseException], ...] = (),
+              what: str = "an iteration") -> T:
+    """Run `fn(*args)`; if it raises anything but `expected`, log it and run it once more.
+
+    The halves are idempotent (a committed iteration is skipped, a commit is keyed by the
+    iteration), so a second run never double-counts. A fault that happens once (a library's
+    spurious error, a moment without memory) then costs one re-run, not a campaign that may
+    have run for weeks; a bug that fails every time still fails the campaign, one run later.
+    """
+    try:
+        return fn(*args)
+    except expected:
+        raise
+    except Exception:
+        log.warning("%s failed unexpectedly; running it once more", what, exc_info=True)
+        time.sleep(AGAIN_AFTER_S)
+        return fn(*args)
+
 
 _runtimes: OrderedDict[tuple, Runtime] = OrderedDict()
 _runtimes_lock = threading.Lock()

@@ -1,27 +1,104 @@
-"""A task's guard: a deleted campaign drops the iteration quietly; any other error, a KeyError
-from a bug included, fails the campaign with the error."""
+"""A task's guard: a deleted campaign drops the iteration quietly; a transient fault goes back
+to Celery's retry; any other error runs the half once more, and if that fails too, a KeyError
+from a bug included, fails the campaign with the error. The embedded executor does the same."""
 from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from evoforge.db.errors import campaign_not_found
 from tests.worker.conftest import new_campaign, state
-from evoforge.worker import celery_jobs as tasks, dispatch
+from evoforge.worker import celery_jobs as tasks, dispatch, iteration
 
 
-def _raise(exc):
-    def fn(sessions, campaign_id, it):
-        raise exc
-    return fn
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch):
+    monkeypatch.setattr(iteration, "AGAIN_AFTER_S", 0.0)
 
 
-def test_a_gone_campaign_is_dropped_and_a_key_error_fails_the_campaign(sessions, monkeypatch, sent):
+class Raising:
+    """A half that raises each of `errors` in turn, then returns "done"; counts its calls."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors, self.calls = list(errors), 0
+
+    def __call__(self, sessions, campaign_id, it):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+@pytest.fixture
+def cid(sessions, monkeypatch, sent) -> int:
     monkeypatch.setattr(dispatch, "default_sessions", lambda: sessions)
     cid = new_campaign(sessions)
     dispatch.enqueue_campaign(cid, sessions)
-    assert tasks._guard(cid, 0, _raise(campaign_not_found(cid))) is None
-    assert state(sessions, cid).status == "running"
-    assert tasks._guard(cid, 0, _raise(KeyError("params"))) is None
+    return cid
+
+
+def test_a_gone_campaign_is_dropped_at_once(sessions, cid):
+    half = Raising(campaign_not_found(cid))
+    assert tasks._guard(cid, 0, half) is None
+    assert half.calls == 1 and state(sessions, cid).status == "running"
+
+
+def test_an_error_that_happens_once_costs_one_rerun_not_the_campaign(sessions, cid):
+    half = Raising(SystemError("AST constructor recursion depth mismatch (before=39, after=104)"))
+    assert tasks._guard(cid, 0, half) == "done"
+    assert half.calls == 2 and state(sessions, cid).status == "running"
+
+
+def test_an_error_that_happens_twice_fails_the_campaign(sessions, cid):
+    half = Raising(KeyError("params"), KeyError("params"))
+    assert tasks._guard(cid, 0, half) is None
     c = state(sessions, cid)
-    assert c.status == "failed" and "KeyError('params')" in c.error
+    assert half.calls == 2 and c.status == "failed" and "KeyError('params')" in c.error
+
+
+def test_a_transient_fault_goes_to_celerys_retry_without_a_rerun(sessions, cid):
+    half = Raising(OperationalError("SELECT 1", {}, Exception("server closed the connection")))
+    with pytest.raises(OperationalError):
+        tasks._guard(cid, 0, half)
+    assert half.calls == 1 and state(sessions, cid).status == "running"
+
+
+def test_embedded_an_error_that_happens_once_loses_nothing(sessions, monkeypatch):
+    from evoforge.worker.embedded import EmbeddedExecutor
+    from evoforge.worker.runtime import Runtime
+
+    real, failed = Runtime.iterate, []
+
+    def iterate(self, it):
+        if it == 3 and not failed:
+            failed.append(it)
+            raise SystemError("AST constructor recursion depth mismatch (before=39, after=104)")
+        return real(self, it)
+
+    monkeypatch.setattr(Runtime, "iterate", iterate)
+    cid = new_campaign(sessions, evals=6, mutator={"kind": "local"})
+    summary = EmbeddedExecutor(sessions, cid, parallel=2).run()
+    c = state(sessions, cid)
+    assert failed == [3] and c.status == "completed" and c.evaluations == 6, summary
+
+
+def test_embedded_an_error_that_happens_twice_fails_the_campaign(sessions, monkeypatch):
+    from evoforge.worker.embedded import EmbeddedExecutor
+    from evoforge.worker.runtime import Runtime
+
+    real, calls = Runtime.iterate, []
+
+    def iterate(self, it):
+        if it == 3:
+            calls.append(it)
+            raise KeyError("params")
+        return real(self, it)
+
+    monkeypatch.setattr(Runtime, "iterate", iterate)
+    cid = new_campaign(sessions, evals=6, mutator={"kind": "local"})
+    EmbeddedExecutor(sessions, cid, parallel=2).run()
+    c = state(sessions, cid)
+    assert calls == [3, 3] and c.status == "failed" and "iteration 3: KeyError('params')" in c.error
 
 
 def test_a_half_runs_under_a_lease(sessions, monkeypatch):
