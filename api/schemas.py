@@ -6,8 +6,9 @@ the workers), so the API can never drift from what the engine accepts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+import json
 import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -51,15 +52,39 @@ def check_plain_json(value: Any, depth: int = 0) -> None:
             check_plain_json(v, depth + 1)
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    """5.0 is an integer to JSON Schema (and what Python's json sends for a float that is whole)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
+
+
 class StrictBody(BaseModel):
-    """A request body: unknown fields are errors, and values must be plain, finite JSON."""
+    """A request body: unknown fields are errors, values must be plain, finite JSON, and each must
+    have the JSON type the schema gives it, at any depth: `"5"` and `true` are not integers,
+    `"yes"` is not a boolean, `"0.5"` is not a number (pydantic's lax mode reads them as 5, 1,
+    True and 0.5). A whole float such as 5.0 is an integer, as in JSON Schema.
+
+    A body built on an engine model (`typed_as`: `CampaignSpec`, `Schedule`) leaves that model lax,
+    for config files written by hand: the body's types are checked by one extra pass of the
+    engine model in pydantic's strict JSON mode, then the body is validated as before, so a body
+    that passes is read exactly as it was. (The pass must use the engine model: a model with a
+    "before" validator, as this one, sees Python values, and strict Python mode refuses a JSON
+    array for a tuple.) A body of its own sets `strict=True` in its config instead."""
 
     model_config = ConfigDict(extra="forbid")
+    typed_as: ClassVar[type[BaseModel] | None] = None
 
     @model_validator(mode="before")
     @classmethod
     def _plain(cls, data: Any) -> Any:
         check_plain_json(data)
+        if cls.typed_as is not None and isinstance(data, dict):
+            cls.typed_as.model_validate_json(json.dumps(_integral_floats_as_ints(data)), strict=True)
         return data
 
 
@@ -73,10 +98,13 @@ class CampaignCreate(StrictBody, CampaignSpec):
         {"task": "circle_packing", "params": {"n": 26}, "seed": 0, "parallel": 4,
          "budget": {"max_evaluations": 80}},
         {"problem": "5f0c" + "0" * 60, "budget": {"max_evaluations": 21}}]})
+    typed_as = CampaignSpec
 
 
 class ScheduleUpdate(StrictBody, Schedule):
     """A cron schedule (five fields, UTC) and the evaluations each triggered run may add."""
+
+    typed_as = Schedule
 
 
 class ErrorPublic(BaseModel):

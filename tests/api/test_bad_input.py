@@ -56,6 +56,69 @@ def test_malformed_campaigns(srv, body, status, words):
     assert words in detail(r)
 
 
+# Each value has the JSON type the schema gives it, at every depth: pydantic's lax mode read the
+# strings and booleans below as numbers and started a campaign with them.
+@pytest.mark.parametrize("change, loc, words", [
+    ({"seed": "5"}, ["seed"], "valid integer"),
+    ({"seed": True}, ["seed"], "valid integer"),
+    ({"parallel": "2"}, ["parallel"], "valid integer"),
+    ({"budget": {"max_evaluations": "15"}}, ["budget", "max_evaluations"], "valid integer"),
+    ({"budget": {"max_evaluations": True}}, ["budget", "max_evaluations"], "valid integer"),
+    ({"budget": {"max_evaluations": 15.5}}, ["budget", "max_evaluations"], "valid integer"),
+    ({"budget": {"max_seconds": "60"}}, ["budget", "max_seconds"], "valid number"),
+    ({"mutator": {"temperature": "0.5"}}, ["mutator", "temperature"], "valid number"),
+    ({"mutator": {"diff_mode": "yes"}}, ["mutator", "diff_mode"], "valid boolean"),
+    ({"mutator": {"diff_mode": 1}}, ["mutator", "diff_mode"], "valid boolean"),
+    ({"mutator": {"models": [{"name": "m", "weight": "2"}]}}, ["mutator", "models", 0, "weight"],
+     "valid number"),
+    ({"mutator": {"prices": {"m": ["1", 2]}}}, ["mutator", "prices", "m", 0], "valid number"),
+    ({"archive": {"islands": "4"}}, ["archive", "islands"], "valid integer"),
+    ({"archive": {"selection": {"top_k": False}}}, ["archive", "selection", "top_k"],
+     "valid integer"),
+    ({"archive": {"code_size_range": ["1", 2]}}, ["archive", "code_size_range", 0], "valid number"),
+    ({"name": 5}, ["name"], "valid string"),
+    ({"schedule": {"cron": "0 3 * * *", "evaluations_per_run": "7"}},
+     ["schedule", "evaluations_per_run"], "valid integer"),
+])
+def test_campaign_values_of_the_wrong_json_type_are_422(srv, change, loc, words):
+    with srv.client() as c:
+        r = c.post("/campaigns", json={**BASE, **change})
+        listed = c.get("/campaigns").json()["total"]
+    assert r.status_code == 422, (change, r.text)
+    errors = r.json()["detail"]
+    assert [e["loc"] for e in errors] == [["body", *loc]], errors
+    assert words in errors[0]["msg"], errors
+    assert listed == 0  # nothing was created
+
+
+def test_campaign_values_of_the_right_json_type_are_read_as_sent(srv):
+    # the controls: 5.0 is an integer to JSON Schema, an integer is a number, arrays are tuples
+    body = {**BASE, "seed": 5.0, "budget": {"max_evaluations": 15.0, "max_seconds": 60},
+            "mutator": {"kind": "local", "temperature": 1, "prices": {"m": [1, 2.5]}},
+            "archive": {"code_size_range": [100, 4000.5]}}
+    with srv.client() as c:
+        r = c.post("/campaigns", json=body)
+        assert r.status_code == 201, r.text
+        got = c.get(f"/campaigns/{r.json()['id']}").json()
+        c.post(f"/campaigns/{got['id']}/cancel")
+        assert c.delete(f"/campaigns/{got['id']}").status_code in (200, 204)
+    assert got["seed"] == 5 and got["max_evaluations"] == 15, got
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"cron": "*/15 * * * *", "evaluations_per_run": "7"}, ["body", "evaluations_per_run"]),
+    ({"cron": 15, "evaluations_per_run": 7}, ["body", "cron"]),
+])
+def test_schedule_values_of_the_wrong_json_type_are_422(srv, body, loc):
+    with srv.client() as c:
+        cid = c.post("/campaigns", json=BASE).json()["id"]
+        r = c.put(f"/campaigns/{cid}/schedule", json=body)
+        c.post(f"/campaigns/{cid}/cancel")
+        c.delete(f"/campaigns/{cid}")
+    assert r.status_code == 422, r.text
+    assert [e["loc"] for e in r.json()["detail"]] == [loc], r.text
+
+
 @pytest.mark.parametrize("raw, content_type", [
     (b"{not json", "application/json"),
     (b'{"task": "circle_packing", "seed": NaN}', "application/json"),
