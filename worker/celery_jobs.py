@@ -18,7 +18,7 @@ import logging
 import traceback
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
 from evoforge.db.campaign_rows import set_status
 from evoforge.db.errors import CampaignNotFound
@@ -28,7 +28,8 @@ from evoforge.worker.leases import HEARTBEAT
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (OperationalError, InterfaceError, TimeoutError) + dispatch.BROKER_ERRORS
+# PoolTimeout: no database connection free within the pool's timeout (a busy moment)
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, TimeoutError) + dispatch.BROKER_ERRORS
 RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=1, retry_backoff_max=60, retry_jitter=True,
              max_retries=10, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 

@@ -20,7 +20,7 @@ from evoforge.db.errors import CampaignNotFound
 from evoforge.db.models import Campaign
 from evoforge.evolution.step import Committed
 from evoforge.worker.campaign_service import describe
-from evoforge.worker.iteration import once_more
+from evoforge.worker.iteration import once_more, should_run
 from evoforge.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class EmbeddedExecutor:
             if it is None:
                 return
             try:
-                committed = once_more(rt.iterate, it, expected=(CampaignNotFound,),
-                                      what=f"iteration {it}")
+                committed = self._iterate(rt, it)
             except CampaignNotFound:  # deleted while running: nothing to record
                 log.info("campaign %s is gone; stopping", self.campaign_id)
                 self.stop.set()
@@ -77,7 +76,7 @@ class EmbeddedExecutor:
                     self._error = f"iteration {it}: {exc!r}\n{traceback.format_exc(limit=3)}"
                 self.stop.set()
                 return
-            if self.on_commit:
+            if self.on_commit and committed is not None:
                 self.on_commit(it, committed)
 
     def run(self) -> dict[str, Any]:
@@ -139,9 +138,16 @@ class EmbeddedExecutor:
             c = s.get(Campaign, self.campaign_id)
             return c is None or c.status != "running"
 
+    def _iterate(self, rt: Runtime, it: int) -> Committed | None:
+        """Both halves of `it`; after an unexpected error, once more (`once_more`) if the campaign
+        still runs, this executor was not stopped and `it` did not commit. None: not run again."""
+        return once_more(rt.iterate, it, expected=(CampaignNotFound,), what=f"iteration {it}",
+                         wanted=lambda: (not self.stop.is_set()
+                                         and should_run(self.sessions, self.campaign_id, it)))
+
     def _run_one(self, rt: Runtime, it: int) -> None:
-        committed = once_more(rt.iterate, it, expected=(CampaignNotFound,), what=f"iteration {it}")
-        if self.on_commit:
+        committed = self._iterate(rt, it)
+        if self.on_commit and committed is not None:
             self.on_commit(it, committed)
 
     def _finish(self) -> dict[str, Any]:

@@ -27,13 +27,16 @@ AGAIN_AFTER_S = 1.0
 
 
 def once_more(fn: Callable[..., T], *args: Any, expected: tuple[type[BaseException], ...] = (),
-              what: str = "an iteration") -> T:
-    """Run `fn(*args)`; if it raises anything but `expected`, log it and run it once more.
+              what: str = "an iteration", wanted: Callable[[], bool] = lambda: True) -> T | None:
+    """Run `fn(*args)`; if it raises anything but `expected`, log it and run it once more, unless
+    `wanted()` says by then that the run is no longer wanted (None: the campaign was paused,
+    cancelled or stopped meanwhile).
 
     The halves are idempotent (a committed iteration is skipped, a commit is keyed by the
     iteration), so a second run never double-counts. A fault that happens once (a library's
     spurious error, a moment without memory) then costs one re-run, not a campaign that may
-    have run for weeks; a bug that fails every time still fails the campaign, one run later.
+    have run for weeks; a bug that fails every time still fails the campaign, one run later,
+    with its own error and traceback (the second run is outside the first one's handler).
     """
     try:
         return fn(*args)
@@ -41,8 +44,11 @@ def once_more(fn: Callable[..., T], *args: Any, expected: tuple[type[BaseExcepti
         raise
     except Exception:
         log.warning("%s failed unexpectedly; running it once more", what, exc_info=True)
-        time.sleep(AGAIN_AFTER_S)
-        return fn(*args)
+    time.sleep(AGAIN_AFTER_S)
+    if not wanted():
+        log.info("%s is no longer wanted; not running it again", what)
+        return None
+    return fn(*args)
 
 
 _runtimes: OrderedDict[tuple, Runtime] = OrderedDict()

@@ -101,6 +101,42 @@ def test_embedded_an_error_that_happens_twice_fails_the_campaign(sessions, monke
     assert calls == [3, 3] and c.status == "failed" and "iteration 3: KeyError('params')" in c.error
 
 
+@pytest.mark.parametrize("to", ["cancelled", "paused"])
+def test_embedded_no_rerun_once_the_campaign_stops_running(sessions, monkeypatch, to):
+    from sqlalchemy import select
+
+    from evoforge.db.campaign_rows import set_status
+    from evoforge.db.models import Program
+    from evoforge.worker.embedded import EmbeddedExecutor
+    from evoforge.worker.runtime import Runtime
+
+    real, calls = Runtime.iterate, []
+    cid = new_campaign(sessions, evals=6, parallel=1, mutator={"kind": "local"})
+
+    def iterate(self, it):
+        calls.append(it)
+        if it == 3 and calls.count(3) == 1:  # the user stops the campaign, then the run fails
+            set_status(sessions, cid, to, only_from=("running",))
+            raise SystemError("spurious")
+        return real(self, it)
+
+    monkeypatch.setattr(Runtime, "iterate", iterate)
+    EmbeddedExecutor(sessions, cid, parallel=1).run()
+    with sessions() as s:
+        committed = s.scalars(select(Program.iteration).where(Program.campaign_id == cid)
+                              .order_by(Program.iteration)).all()
+    assert calls == [0, 1, 2, 3] and committed == [0, 1, 2], (calls, committed)
+    assert state(sessions, cid).status == to
+
+
+def test_a_campaign_that_fails_twice_keeps_the_second_error_alone(sessions, cid):
+    half = Raising(KeyError("first"), KeyError("second"))
+    tasks._guard(cid, 0, half)
+    error = state(sessions, cid).error
+    assert error.startswith("iteration 0: KeyError('second')"), error
+    assert "first" not in error and "During handling" not in error, error
+
+
 def test_a_half_runs_under_a_lease(sessions, monkeypatch):
     from sqlalchemy import select
 
