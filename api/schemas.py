@@ -8,10 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-import json
 import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import to_json
 
 from evoforge.db.campaign_config import CampaignSpec, Schedule
 
@@ -53,8 +53,9 @@ def check_plain_json(value: Any, depth: int = 0) -> None:
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
-    """5.0 is an integer to JSON Schema (and what Python's json sends for a float that is whole)."""
-    if isinstance(value, float) and value.is_integer():
+    """5.0 is an integer to JSON Schema (and what Python's json sends for a float that is whole).
+    Not beyond 64 bits, where no integer field reaches (1e308 would be a 309-digit integer)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
     if isinstance(value, dict):
         return {k: _integral_floats_as_ints(v) for k, v in value.items()}
@@ -78,13 +79,16 @@ class StrictBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     typed_as: ClassVar[type[BaseModel] | None] = None
+    untyped: ClassVar[tuple[str, ...]] = ()  # dict fields of any values: left out of the pass
 
     @model_validator(mode="before")
     @classmethod
     def _plain(cls, data: Any) -> Any:
         check_plain_json(data)
         if cls.typed_as is not None and isinstance(data, dict):
-            cls.typed_as.model_validate_json(json.dumps(_integral_floats_as_ints(data)), strict=True)
+            typed = {k: {} if k in cls.untyped and isinstance(v, dict) else v
+                     for k, v in data.items()}
+            cls.typed_as.model_validate_json(to_json(_integral_floats_as_ints(typed)), strict=True)
         return data
 
 
@@ -99,6 +103,7 @@ class CampaignCreate(StrictBody, CampaignSpec):
          "budget": {"max_evaluations": 80}},
         {"problem": "5f0c" + "0" * 60, "budget": {"max_evaluations": 21}}]})
     typed_as = CampaignSpec
+    untyped = ("params",)  # the task's own params, checked by the task (its Params model)
 
 
 class ScheduleUpdate(StrictBody, Schedule):
